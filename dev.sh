@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: set celmask up (once), then run a job.
+#   ./dev.sh demo           set up, then run the main job on a generated demo episode
+#   ./dev.sh test [ARGS]    set up, then run the test suite (ARGS go to pytest)
+#   ./dev.sh setup          set up only
+# Set-up is idempotent: the environment lives in .venv/ and is reinstalled only
+# when pyproject.toml changes; ffmpeg is installed from Debian when missing.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'dev.sh: %s\n' "$*" >&2; exit 1; }
+
+ensure_ffmpeg() {
+    if command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null; then
+        say "ffmpeg: $(command -v ffmpeg) (present)"
+        return
+    fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        say "ffmpeg: missing, installing the Debian package"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null
+    else
+        die "ffmpeg is not installed; install it first (Debian/Ubuntu: sudo apt-get install ffmpeg; macOS: brew install ffmpeg), then run ./dev.sh again"
+    fi
+}
+
+ensure_venv() {
+    local python=${PYTHON:-python3}
+    command -v "$python" >/dev/null || die "$python not found; install Python >= 3.10"
+    "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+        || die "$python is $("$python" -V 2>&1); celmask needs Python >= 3.10 (set PYTHON=/path/to/python3.x)"
+    if [ ! -x .venv/bin/python ]; then
+        say "creating .venv with $("$python" -V 2>&1)"
+        "$python" -m venv .venv
+    fi
+    local want have=""
+    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    [ -f .venv/.celmask-installed ] && have=$(cat .venv/.celmask-installed)
+    if [ "$want" = "$have" ] && [ -x .venv/bin/celmask ]; then
+        say "python environment: .venv (up to date)"
+        return
+    fi
+    say "installing celmask and its dependencies into .venv (first time: 2-3 minutes)"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[test]'
+    echo "$want" > .venv/.celmask-installed
+    say "installed: $(.venv/bin/celmask --version)"
+}
+
+job=${1:-}
+[ $# -gt 0 ] && shift
+case "$job" in
+    setup) ensure_ffmpeg; ensure_venv ;;
+    demo)  ensure_ffmpeg; ensure_venv; say "running: celmask demo $*"; exec .venv/bin/celmask demo "$@" ;;
+    test)  ensure_ffmpeg; ensure_venv; say "running: pytest $*"; exec .venv/bin/python -m pytest "$@" ;;
+    *)     die "usage: ./dev.sh demo | test [pytest args] | setup" ;;
+esac

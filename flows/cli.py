@@ -1,0 +1,182 @@
+"""The ``celmask`` command line. Each command parses options and calls library
+functions; no pipeline logic lives here.
+
+Errors in the user's input (:class:`tasks.errors.CelmaskError`) print one line
+``celmask: error: ...`` and exit 2, with no traceback and no output written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from importlib.metadata import version
+from pathlib import Path
+
+from tasks.errors import CelmaskError
+
+PROGRESS_MIN_SECONDS = 5.0
+"""Show a progress bar for videos longer than this (when stderr is a terminal)."""
+
+
+def _progress(total: int, duration: float, force: bool | None, desc: str):
+    from tqdm import tqdm
+
+    show = force if force is not None else (sys.stderr.isatty() and duration > PROGRESS_MIN_SECONDS)
+    return tqdm(total=total, unit="frame", desc=desc, disable=not show, file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from tasks.video import probe
+
+    info = asdict(probe(args.video))
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        width = max(map(len, info))
+        for key, value in info.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _shot_config(args: argparse.Namespace):
+    from tasks.shots import ShotConfig
+
+    overrides = {k: v for k, v in (("cut_threshold", args.cut_threshold), ("min_shot_frames", args.min_shot_frames)) if v is not None}
+    return ShotConfig(**overrides)
+
+
+def shot_report(video: str | Path, args: argparse.Namespace) -> dict:
+    """Probe and detect shots of ``video``; return the JSON-able report."""
+    from tasks.shots import detect_shots
+    from tasks.video import probe
+
+    config = _shot_config(args)
+    info = probe(video)
+    with _progress(info.frame_count, info.duration, args.progress, Path(video).name) as bar:
+        result = detect_shots(video, config, info=info, on_frame=lambda _: bar.update())
+    return {
+        "video": str(video),
+        "fingerprint": info.fingerprint,
+        "fps": info.fps,
+        "frame_count": result.frame_count,
+        "unique_drawings": int(result.drawing_ids[-1] + 1) if result.frame_count else 0,
+        "config": asdict(config),
+        "shots": [
+            {k: shot.to_dict()[k] for k in ("index", "start", "end", "start_time", "end_time", "transition", "transition_start", "transition_end")}
+            for shot in result.shots
+        ],
+    }
+
+
+def print_shot_table(report: dict) -> None:
+    print(f"{'shot':>5} {'start':>7} {'end':>7} {'start_s':>9} {'end_s':>9}  transition")
+    for s in report["shots"]:
+        print(f"{s['index']:>5} {s['start']:>7} {s['end']:>7} {s['start_time']:>9.3f} {s['end_time']:>9.3f}  {s['transition']}")
+    n, u = report["frame_count"], report["unique_drawings"]
+    print(f"{len(report['shots'])} shots, {n} frames, {u} unique drawings ({n - u} held frames reuse a drawing)")
+
+
+def cmd_shots(args: argparse.Namespace) -> int:
+    report = shot_report(args.video, args)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_shot_table(report)
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from tasks.synth import generate_episode
+
+    width, height = _size(args.size)
+    truth = generate_episode(args.out, seed=args.seed, duration=args.duration, width=width, height=height)
+    print(f"wrote {Path(args.out) / 'episode.mp4'}: {truth.frame_count} frames, {len(truth.shots)} shots (truth.json, masks.parquet)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tasks.shot_metrics import Boundary, score_boundaries
+    from tasks.synth import generate_episode, load_truth
+
+    out = Path(args.out)
+    video = out / "episode.mp4"
+    if (out / "truth.json").is_file() and video.is_file() and load_truth(out).seed == args.seed:
+        print(f"==> demo episode: {video} (already generated)")
+        truth = load_truth(out)
+    else:
+        print(f"==> generating a {args.duration:.0f} s demo episode (seed {args.seed}) into {out}")
+        truth = generate_episode(out, seed=args.seed, duration=args.duration)
+    print(f"==> detecting shots in {video}")
+    report = shot_report(video, args)
+    print_shot_table(report)
+    score = score_boundaries(
+        [s["start"] for s in report["shots"][1:]],
+        [Boundary(s.start, s.transition_start, s.transition_end, s.transition) for s in truth.shots[1:]],
+    )
+    print(f"==> against the generated ground truth: precision {score.precision:.3f}, recall {score.recall:.3f}, F1 {score.f1:.3f}")
+    return 0
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise CelmaskError("--size", f"expected WIDTHxHEIGHT such as 640x360, got {text!r}") from None
+    return w, h
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="celmask", description="Segment every anime character in every frame of whole episodes.")
+    parser.add_argument("--version", action="version", version=f"celmask {version('celmask')}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("probe", help="show a video's stream facts and content fingerprint")
+    p.add_argument("video")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_probe)
+
+    def shot_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--cut-threshold", type=float, help="hard-cut dissimilarity, 0-1 (default 0.35)")
+        p.add_argument("--min-shot-frames", type=int, help="shortest shot in frames (default 8)")
+        p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                       help="progress bar (default: on a terminal, for videos over 5 s)")
+
+    p = sub.add_parser("shots", help="detect shots (cuts, fades, dissolves) and held frames")
+    p.add_argument("video")
+    p.add_argument("--json", action="store_true", help="print JSON: {\"shots\": [{index, start, end, start_time, end_time, transition}], ...}")
+    shot_options(p)
+    p.set_defaults(func=cmd_shots)
+
+    p = sub.add_parser("synth", help="generate an anime-like episode with ground truth (test and demo data)")
+    p.add_argument("out", help="directory for episode.mp4, truth.json, masks.parquet")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
+    p.add_argument("--size", default="640x360", help="WIDTHxHEIGHT (default 640x360)")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("demo", help="generate a demo episode and run the pipeline on it")
+    p.add_argument("--out", default="out/demo", help="demo directory (default out/demo)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--duration", type=float, default=60.0)
+    shot_options(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CelmaskError as error:
+        print(f"celmask: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("celmask: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""Test-wide settings: offline, quiet, and where the shared real material lives."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+"""../shared beside the checkout: real clips and data; absent on some machines."""
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} not present (real clips and data live there)")
+    return SHARED
