@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from tasks.shot_metrics import Boundary, CutScore, score_boundaries  # noqa: E402
 from tasks.shots import detect_shots  # noqa: E402
-from tasks.synth import ensure_episode, load_truth  # noqa: E402
+from tasks.synth import load_truth  # noqa: E402
+from tasks.synth.suite import ensure_episode  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 FLASH_RADIUS = 2
@@ -69,7 +70,7 @@ def main() -> int:
 
     methods = references()
     episodes = [
-        ensure_episode(args.cache / f"seed-{seed}-{args.duration:g}s", seed=seed, duration=args.duration)
+        ensure_episode(args.cache / f"seed-{seed}", seed=seed, duration=args.duration)
         for seed in range(args.first_seed, args.first_seed + args.episodes)
     ]
     scores = {name: CutScore(0, 0, 0) for name in methods}

@@ -31,19 +31,16 @@ if the picture before it differs from the picture after it.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from tasks.holds import HoldConfig, block_change, drawing_ids, held_runs
 from tasks.types import Shot
-
-if TYPE_CHECKING:
-    from tasks.video import Frame, VideoInfo
+from tasks.video import Frame, VideoInfo, iter_frames, probe
 
 ANALYSIS_WIDTH = 160
 """Width of the analysis stream decoded by ffmpeg (height keeps the aspect)."""
@@ -51,16 +48,25 @@ ANALYSIS_WIDTH = 160
 SMALL_WIDTH = 48
 """Width of the tiny grey image used for structure and blend comparisons."""
 
+EDGE_TOLERANCE = 3
+"""Analysis pixels an edge may move between frames and still count as the same
+line (3 px of a 160-px frame = 12 px at 640 wide: camera shake, small motion)."""
+
+_EDGE_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * EDGE_TOLERANCE + 1, 2 * EDGE_TOLERANCE + 1))
+
 
 @dataclass(frozen=True)
 class ShotConfig:
     """Thresholds of the shot detector; every default is tuned on generated episodes
     (``bench/shots.py``) and documented in the README."""
 
-    cut_threshold: float = 0.35
+    cut_threshold: float = 0.20
     """Dissimilarity (0-1) between consecutive frames above which a hard cut is considered."""
-    same_threshold: float = 0.18
+    same_threshold: float = 0.15
     """Dissimilarity below which two frames show the same picture (a flash returned)."""
+    cut_min_line_change: float = 0.25
+    """A hard cut replaces the line art (this share of edges is new) or, in frames
+    with little line art, the colours (histogram distance); a dissolve's first frame does neither."""
     flash_window: int = 4
     """Frames a flash or impact frame may last and still return to its shot."""
     min_shot_frames: int = 8
@@ -69,15 +75,15 @@ class ShotConfig:
     """Half-widths ``w`` at which frame ``t`` is tested as a blend of ``t-w`` and ``t+w``."""
     blend_residual: float = 0.25
     """Largest blend residual (relative to the endpoints' difference) that counts as a blend."""
-    blend_min_change: float = 0.12
-    """Smallest structural difference between the blend's endpoints (they must differ)."""
+    blend_min_change: float = 0.04
+    """Smallest shift-tolerant difference (0-1) between a blend's endpoints: they must be different pictures."""
     dark_luma: float = 24.0
     """Mean grey level under which a frame counts as black (fades pass through it)."""
     analysis_width: int = ANALYSIS_WIDTH
     hold: HoldConfig = field(default_factory=HoldConfig)
 
     def __post_init__(self) -> None:
-        for name in ("cut_threshold", "same_threshold", "blend_residual", "blend_min_change"):
+        for name in ("cut_threshold", "same_threshold", "cut_min_line_change", "blend_residual", "blend_min_change"):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"shot config: {name} must be in (0, 1], got {value}")
@@ -103,6 +109,12 @@ class _Features:
     """HSV colour histogram (128,) float32 summing to 1."""
     grey: np.ndarray
     """Analysis-size grey image (H, W) uint8, for held-frame detection."""
+    grey_f: np.ndarray
+    """``grey`` as float32, for blend fits (sharp enough that a zoom is no blend)."""
+    edges: np.ndarray
+    """Canny edges of ``grey`` (H, W) bool."""
+    near_edges: np.ndarray
+    """``edges`` dilated by EDGE_TOLERANCE pixels (H, W) bool: where an edge may move under shake."""
     luma: float
 
 
@@ -135,44 +147,81 @@ def features(rgb: np.ndarray) -> _Features:
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
     hist = cv2.calcHist([hsv], [0, 1, 2], None, [8, 4, 4], [0, 180, 0, 256, 0, 256]).ravel()
     hist /= max(float(hist.sum()), 1.0)
-    return _Features(small=small, hist=hist, grey=grey, luma=float(small.mean()))
+    edges = cv2.Canny(grey, 60, 140)
+    near = cv2.dilate(edges, _EDGE_KERNEL)
+    return _Features(small=small, hist=hist, grey=grey, grey_f=grey.astype(np.float32), edges=edges > 0, near_edges=near > 0, luma=float(small.mean()))
 
 
-def structure_change(a: np.ndarray, b: np.ndarray, shift: int = 2) -> float:
-    """Mean absolute difference (0-1) of two tiny grey images at their best
-    alignment within ``shift`` pixels, so camera shake and pans do not count."""
+def _overlap(a: np.ndarray, b: np.ndarray, dy: int, dx: int) -> tuple[np.ndarray, np.ndarray]:
+    """The parts of two same-size images that overlap when ``b`` is moved by (dy, dx)."""
+    h, w = a.shape[:2]
+    return (
+        a[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)],
+        b[max(0, -dy) : h + min(0, -dy), max(0, -dx) : w + min(0, -dx)],
+    )
+
+
+def structure_change(a: np.ndarray, b: np.ndarray, shift: int = 2) -> tuple[float, tuple[int, int]]:
+    """Mean absolute difference (0-1) of two tiny grey images (float32) at their
+    best alignment within ``shift`` pixels, so camera shake and pans do not count;
+    also returns that alignment (dy, dx), ``b`` moved against ``a``."""
     h, w = a.shape
-    best = np.inf
-    for dy in range(-shift, shift + 1):
-        for dx in range(-shift, shift + 1):
-            pa = a[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)]
-            pb = b[max(0, -dy) : h + min(0, -dy), max(0, -dx) : w + min(0, -dx)]
-            best = min(best, float(np.abs(pa - pb).mean()))
-    return best / 255.0
+    # One template match scores every shift: b's centre against a.
+    scores = cv2.matchTemplate(a, b[shift : h - shift, shift : w - shift], cv2.TM_SQDIFF)
+    _, _, (x, y), _ = cv2.minMaxLoc(scores)
+    dy, dx = y - shift, x - shift
+    pa, pb = _overlap(a, b, dy, dx)
+    return cv2.norm(pa, pb, cv2.NORM_L1) / (pa.size * 255.0), (dy, dx)
+
+
+def edge_change(a: _Features, b: _Features, offset: tuple[int, int] = (0, 0)) -> float:
+    """Edge change ratio (0-1) with ``b`` moved by ``offset`` (analysis pixels):
+    the larger share of either frame's edges that lie far from every edge of the
+    other. Line art moves only where characters move; after a cut nearly every
+    line is new."""
+    ea, eb = _overlap(a.edges, b.edges, *offset)
+    na_, nb_ = _overlap(a.near_edges, b.near_edges, *offset)
+    na, nb = int(ea.sum()), int(eb.sum())
+    if na == 0 and nb == 0:
+        return 0.0
+    entering = int((eb & ~na_).sum()) / max(nb, 1)
+    leaving = int((ea & ~nb_).sum()) / max(na, 1)
+    return max(entering, leaving)
+
+
+def evidence(a: _Features, b: _Features) -> tuple[float, float, float]:
+    """Three kinds of change between two frames, each 0-1, that fail in different
+    ways: colour histogram distance (blind to a cut within one set), shift-tolerant
+    structure change (fooled by big motion or a camera move past its search range,
+    and by a fade's change of brightness) and the edge change ratio at the same
+    alignment (fooled by flat, edgeless frames)."""
+    hist = 0.5 * float(np.abs(a.hist - b.hist).sum())
+    structure, (dy, dx) = structure_change(a.small, b.small)
+    scale = a.grey.shape[1] / a.small.shape[1]
+    edges = edge_change(a, b, (round(dy * scale), round(dx * scale)))
+    return hist, min(1.0, 4.0 * structure), edges
 
 
 def dissimilarity(a: _Features, b: _Features) -> float:
-    """How different two frames' pictures are, 0 (same) to 1: the larger of the
-    colour-histogram distance and the (scaled) structure change."""
-    hist = 0.5 * float(np.abs(a.hist - b.hist).sum())
-    return max(hist, min(1.0, 4.0 * structure_change(a.small, b.small)))
+    """How different two frames' pictures are, 0 (same) to 1: the median of the
+    three kinds of :func:`evidence`. Any one may be wrong; two rarely are."""
+    return sorted(evidence(a, b))[1]
 
 
-def blend_residual(before: np.ndarray, middle: np.ndarray, after: np.ndarray) -> tuple[float, float, float]:
-    """Fit ``middle ≈ (1-a)·before + a·after``; return (residual, a, endpoint change).
+def blend_residual(before: np.ndarray, middle: np.ndarray, after: np.ndarray) -> tuple[float, float]:
+    """Fit ``middle ≈ (1-a)·before + a·after`` (float32 images); return (residual, a).
 
     The residual is relative to the endpoints' difference, so 0 means a perfect
     blend and 1 means no better than either endpoint alone.
     """
-    d = (after - before).ravel()
-    m = (middle - before).ravel()
+    d = cv2.subtract(after, before).ravel()
+    m = cv2.subtract(middle, before).ravel()
     dd = float(d @ d)
-    change = float(np.abs(d).mean()) / 255.0
     if dd <= 1e-6:
-        return 1.0, 0.0, change
+        return 1.0, 0.0
     a = float(np.clip((m @ d) / dd, 0.0, 1.0))
-    residual = float(np.abs(m - a * d).mean()) / max(float(np.abs(d).mean()), 1e-6)
-    return residual, a, change
+    residual = cv2.norm(m, d * a, cv2.NORM_L1) / max(cv2.norm(d, cv2.NORM_L1), 1e-6)
+    return residual, a
 
 
 @dataclass
@@ -181,6 +230,9 @@ class _GradualRun:
 
     first: int
     last: int
+    reach_before: int
+    """Half-width of the blend that opened the run: the transition began that much earlier."""
+    reach_after: int
     darkest: float
     before: _Features
     """A frame safely before the run, to check that the picture really changed."""
@@ -243,38 +295,52 @@ class ShotDetector:
             self._cuts.append((t, self._step[t]))
         middle = self._at(t)
         assert middle is not None  # the window always covers the frame under evaluation
-        if self._is_blend(t, middle) or (self._run is not None and middle.luma < self.config.dark_luma):
+        reach = self._blend_reach(t, middle)
+        if reach or (self._run is not None and middle.luma < self.config.dark_luma):
             if self._run is None:
                 before = self._at(max(0, t - self._reach - 1)) or self._window[0]
-                self._run = _GradualRun(first=t, last=t, darkest=middle.luma, before=before)
+                self._run = _GradualRun(t, t, reach, reach, middle.luma, before)
             self._run.last = t
+            self._run.reach_after = reach or self._run.reach_after
             self._run.darkest = min(self._run.darkest, middle.luma)
         elif self._run is not None and t - self._run.last > min(self.config.blend_windows):
             self._close_run(last)
 
-    def _is_blend(self, t: int, middle: _Features) -> bool:
-        """Is frame ``t`` a blend of two different pictures ``w`` frames either side?"""
+    def _blend_reach(self, t: int, middle: _Features) -> int:
+        """The smallest ``w`` such that frame ``t`` is a blend of two different
+        pictures ``w`` frames either side; 0 if there is none."""
         cfg = self.config
+        if self._held[t] and t + 1 < len(self._held) and self._held[t + 1]:
+            return 0  # the middle of a hold: every frame of a blend changes
         for w in cfg.blend_windows:
             before, after = self._at(t - w), self._at(t + w)
             if before is None or after is None:
                 continue
-            residual, a, change = blend_residual(before.small, middle.small, after.small)
-            if residual <= cfg.blend_residual and change >= cfg.blend_min_change and 0.15 <= a <= 0.85:
-                return True
-        return False
+            residual, a = blend_residual(before.grey_f, middle.grey_f, after.grey_f)
+            # The endpoints must differ even at their best alignment: a slow pan
+            # looks like a blend at this size, but aligns away.
+            if (
+                residual <= cfg.blend_residual
+                and 0.15 <= a <= 0.85
+                and structure_change(before.small, after.small)[0] >= cfg.blend_min_change
+            ):
+                return w
+        return 0
 
     def _close_run(self, last: int) -> None:
         """Turn the open run into a transition if it is long enough and the picture changed."""
         run, self._run = self._run, None
         if run is None or run.last - run.first < 1:
             return
-        w = min(self.config.blend_windows)
         after = self._at(min(last, run.last + self._reach + 1))
         if after is None or dissimilarity(run.before, after) < self.config.same_threshold:
             return  # the picture came back: a lighting change or a flash, not a new shot
         kind = "fade" if run.darkest < self.config.dark_luma else "dissolve"
-        self._gradual.append((max(0, run.first - w), min(len(self._times), run.last + w + 1), kind))
+        lo, hi = max(0, run.first - run.reach_before), min(len(self._times), run.last + run.reach_after + 1)
+        if self._gradual and lo <= self._gradual[-1][1]:  # a pause in the evidence, one transition
+            lo, _, prev_kind = self._gradual.pop()
+            kind = "fade" if "fade" in (kind, prev_kind) else kind
+        self._gradual.append((lo, hi, kind))
 
     def _is_cut(self, t: int, last: int) -> bool:
         """A big change at ``t`` is a cut unless the picture returns: some frame
@@ -283,6 +349,12 @@ class ShotDetector:
         cfg = self.config
         if t == 0 or self._step[t] < cfg.cut_threshold:
             return False
+        before, now = self._at(t - 1), self._at(t)
+        if before is None or now is None:
+            return False
+        hist = evidence(before, now)[0]
+        if max(hist, edge_change(before, now)) < cfg.cut_min_line_change:
+            return False  # neither the line art nor the colours were replaced: a blend begins
         k = cfg.flash_window
         for i in range(t - 1, t - k - 2, -1):
             before = self._at(i)
@@ -352,7 +424,7 @@ def make_shots(
 
 
 def detect_frames(frames: Iterable[Frame], config: ShotConfig | None = None) -> ShotResult:
-    """Run the detector over analysis frames (RGB) already decoded."""
+    """Run the detector over analysis frames (RGB, in presentation order)."""
     detector = ShotDetector(config)
     for frame in frames:
         detector.push(frame.time, frame.image)
@@ -370,13 +442,14 @@ def detect_shots(
 
     ``on_frame(index)`` is called after each frame (for progress bars).
     """
-    from tasks.video import iter_frames, probe
-
     config = config or ShotConfig()
     info = info or probe(video)
-    detector = ShotDetector(config)
-    for frame in iter_frames(video, width=min(config.analysis_width, info.width) if info.width >= SMALL_WIDTH else SMALL_WIDTH):
-        detector.push(frame.time, frame.image)
-        if on_frame is not None:
-            on_frame(frame.index)
-    return detector.finish()
+    width = max(SMALL_WIDTH, min(config.analysis_width, info.width))
+
+    def frames() -> Iterator[Frame]:
+        for frame in iter_frames(video, width=width):
+            yield frame
+            if on_frame is not None:
+                on_frame(frame.index)
+
+    return detect_frames(frames(), config)
