@@ -8,6 +8,7 @@ Errors in the user's input (:class:`tasks.errors.CelmaskError`) print one line
 from __future__ import annotations
 
 import argparse
+import logging
 import json
 import sys
 from collections.abc import Sequence
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="celmask: %(levelname)s: %(message)s")
     try:
         return args.func(args)
     except CelmaskError as error:

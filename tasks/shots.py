@@ -60,7 +60,7 @@ class ShotConfig:
     """Thresholds of the shot detector; every default is tuned on generated episodes
     (``bench/shots.py``) and documented in the README."""
 
-    cut_threshold: float = 0.20
+    cut_threshold: float = 0.18
     """Dissimilarity (0-1) between consecutive frames above which a hard cut is considered."""
     same_threshold: float = 0.15
     """Dissimilarity below which two frames show the same picture (a flash returned)."""
@@ -138,18 +138,28 @@ class ShotResult:
         return held_runs(self.held)
 
 
-def features(rgb: np.ndarray) -> _Features:
-    """Compute the detector's features of one RGB analysis frame (H, W, 3) uint8."""
-    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+def features(rgb: np.ndarray, grey: np.ndarray | None = None) -> _Features:
+    """Compute the detector's features of one RGB analysis frame (H, W, 3) uint8
+    (``grey``: its grey version, when already computed)."""
+    if grey is None:
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     h, w = grey.shape
     small_h = max(4, round(SMALL_WIDTH * h / w))
     small = cv2.resize(grey, (SMALL_WIDTH, small_h), interpolation=cv2.INTER_AREA).astype(np.float32)
-    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    hsv = cv2.cvtColor(rgb[::2, ::2], cv2.COLOR_RGB2HSV)  # colour statistics need no detail
     hist = cv2.calcHist([hsv], [0, 1, 2], None, [8, 4, 4], [0, 180, 0, 256, 0, 256]).ravel()
     hist /= max(float(hist.sum()), 1.0)
     edges = cv2.Canny(grey, 60, 140)
     near = cv2.dilate(edges, _EDGE_KERNEL)
-    return _Features(small=small, hist=hist, grey=grey, grey_f=grey.astype(np.float32), edges=edges > 0, near_edges=near > 0, luma=float(small.mean()))
+    return _Features(
+        small=small,
+        hist=hist,
+        grey=grey,
+        grey_f=grey.astype(np.float32),
+        edges=edges > 0,
+        near_edges=near > 0,
+        luma=float(small.mean()),
+    )
 
 
 def _overlap(a: np.ndarray, b: np.ndarray, dy: int, dx: int) -> tuple[np.ndarray, np.ndarray]:
@@ -257,16 +267,23 @@ class ShotDetector:
         self._next_eval = 0
 
     def push(self, time: float, rgb: np.ndarray) -> None:
-        """Add the next frame (RGB analysis image) in presentation order."""
-        f = features(rgb)
+        """Add the next frame (RGB analysis image) in presentation order.
+
+        A held frame (the previous drawing again, up to codec noise) reuses the
+        drawing's features: anime holds most drawings for 2-3 frames, so this
+        halves the work. Comparing with the drawing's first frame, not the last
+        one, also keeps a slow drift from hiding as a chain of holds.
+        """
         n = len(self._times)
-        if self._window:
-            prev = self._window[-1]
-            self._step.append(dissimilarity(prev, f))
-            self._held.append(block_change(prev.grey, f.grey, self.config.hold.block) <= self.config.hold.threshold)
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        prev = self._window[-1] if self._window else None
+        if prev is not None and block_change(prev.grey, grey, self.config.hold.block) <= self.config.hold.threshold:
+            f, held, step = prev, True, 0.0
         else:
-            self._step.append(0.0)
-            self._held.append(False)
+            f, held = features(rgb, grey), False
+            step = dissimilarity(prev, f) if prev is not None else 0.0
+        self._step.append(step)
+        self._held.append(held)
         if len(self._window) == self._window.maxlen:
             self._first += 1
         self._window.append(f)
@@ -316,9 +333,15 @@ class ShotDetector:
             before, after = self._at(t - w), self._at(t + w)
             if before is None or after is None:
                 continue
+            # Cheapest tests first. Downscaling is linear, so a blend stays a blend
+            # on the tiny image (a loose bound there rejects most frames); the
+            # analysis size then rejects zooms and slow pans, which blur into
+            # blends when tiny; and the endpoints must differ even at their best
+            # alignment (a pan aligns away).
+            residual, a = blend_residual(before.small, middle.small, after.small)
+            if residual > 1.5 * cfg.blend_residual or not 0.15 <= a <= 0.85:
+                continue
             residual, a = blend_residual(before.grey_f, middle.grey_f, after.grey_f)
-            # The endpoints must differ even at their best alignment: a slow pan
-            # looks like a blend at this size, but aligns away.
             if (
                 residual <= cfg.blend_residual
                 and 0.15 <= a <= 0.85
@@ -447,7 +470,7 @@ def detect_shots(
     width = max(SMALL_WIDTH, min(config.analysis_width, info.width))
 
     def frames() -> Iterator[Frame]:
-        for frame in iter_frames(video, width=width):
+        for frame in iter_frames(video, width=width, deblock=False):
             yield frame
             if on_frame is not None:
                 on_frame(frame.index)

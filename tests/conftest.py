@@ -20,3 +20,12 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} not present (real clips and data live there)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory):
+    """``clip(name)``: path of a small test clip (tests/clips.py), built on first use."""
+    from tests import clips
+
+    clips.use_directory(tmp_path_factory.mktemp("clips"))
+    return clips.get
