@@ -42,8 +42,9 @@ ensure_venv() {
         return
     fi
     say "installing celmask and its dependencies into .venv (first time: 2-3 minutes)"
-    .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e '.[test]'
+    # -qq: errors only (pip's warnings about this machine's index set-up are noise here)
+    .venv/bin/python -m pip install -qq --upgrade pip
+    .venv/bin/python -m pip install -qq -e '.[test]'
     echo "$want" > .venv/.celmask-installed
     say "installed: $(.venv/bin/celmask --version)"
 }

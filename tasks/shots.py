@@ -57,8 +57,9 @@ _EDGE_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * EDGE_TOLERANCE 
 
 @dataclass(frozen=True)
 class ShotConfig:
-    """Thresholds of the shot detector; every default is tuned on generated episodes
-    (``bench/shots.py``) and documented in the README."""
+    """Thresholds of the shot detector, documented in the README. The defaults were
+    tuned on generated episodes of seeds 1-6; tests and ``bench/shots.py`` measure
+    them on other seeds."""
 
     cut_threshold: float = 0.18
     """Dissimilarity (0-1) between consecutive frames above which a hard cut is considered."""
