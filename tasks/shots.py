@@ -68,6 +68,11 @@ class ShotConfig:
     cut_min_line_change: float = 0.25
     """A hard cut replaces the line art (this share of edges is new) or, in frames
     with little line art, the colours (histogram distance); a dissolve's first frame does neither."""
+    activity_ratio: float = 2.0
+    """A cut changes this many times more than the new drawings around it do
+    (a fast pan or a flapping wing changes every drawing as much)."""
+    activity_window: int = 6
+    """Frames either side whose changes make the local activity."""
     flash_window: int = 4
     """Frames a flash or impact frame may last and still return to its shot."""
     min_shot_frames: int = 8
@@ -373,6 +378,14 @@ class ShotDetector:
         cfg = self.config
         if t == 0 or self._step[t] < cfg.cut_threshold:
             return False
+        # Activity: the changes of the new drawings around t that are no cut candidates themselves.
+        around = [
+            step
+            for i in range(max(1, t - cfg.activity_window), min(last, t + cfg.activity_window) + 1)
+            if not self._held[i] and (step := self._step[i]) < cfg.cut_threshold
+        ]
+        if around and self._step[t] < cfg.activity_ratio * float(np.mean(around)):
+            return False  # no more change than its neighbours: fast motion, not a cut
         before, now = self._at(t - 1), self._at(t)
         if before is None or now is None:
             return False
