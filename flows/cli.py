@@ -121,6 +121,69 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+PREFECT_QUIET_DEFAULTS = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+}
+"""Environment for flows run from the command line: embedded Prefect, quiet, no
+outside traffic. Values the user set win."""
+
+
+def _positive(name: str, value: int, minimum: int = 1) -> int:
+    if value < minimum:
+        raise CelmaskError(name, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    from models.ultralytics_env import ultralytics_offline
+    from tasks.composites import MAX_SEED, resolve_cutouts
+
+    _positive("--images", args.images)
+    _positive("--val-images", args.val_images)
+    if args.test_images is not None:
+        _positive("--test-images", args.test_images, 0)
+    _positive("--epochs", args.epochs)
+    _positive("--imgsz", args.imgsz, 32)
+    _positive("--batch", args.batch)
+    if not 0 <= args.seed <= MAX_SEED:
+        raise CelmaskError("--seed", f"must be 0..{MAX_SEED}, got {args.seed}")
+    cutouts = resolve_cutouts(args.cutouts)
+    for key, value in PREFECT_QUIET_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    ultralytics_offline()
+    from flows.train import train
+
+    for handler in logging.getLogger().handlers:  # Prefect's INFO records propagate to ours: keep it at warnings
+        handler.setLevel(logging.WARNING)
+
+    metrics = train(
+        str(args.out),
+        images=args.images,
+        val_images=args.val_images,
+        test_images=args.test_images,
+        epochs=args.epochs,
+        imgsz=args.imgsz,
+        seed=args.seed,
+        cutouts=str(cutouts) if cutouts else "none",
+        batch=args.batch,
+        device=args.device,
+    )
+    print(f"wrote {metrics['weights']} (sha256 {metrics['sha256'][:12]}) and {Path(metrics['weights']).with_name('metrics.json')}")
+    for name in ("val", "test"):
+        m = metrics.get(name)
+        if m:
+            print(
+                f"{name:>4} ({m['images']} images, {m['instances']} characters): mask mAP50 {m['mask_map50']:.3f}, "
+                f"mask mAP50-95 {m['mask_map50_95']:.3f}, box mAP50 {m['box_map50']:.3f}"
+            )
+    return 0
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
@@ -164,6 +227,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=60.0)
     shot_options(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train the character detector (YOLO-seg) on generated data, offline")
+    p.add_argument("out", help="directory for dataset/, ultralytics/, best.pt, metrics.json")
+    p.add_argument("--images", type=int, default=600, help="training images (default 600)")
+    p.add_argument("--val-images", type=int, default=150, help="validation images, other seeds (default 150)")
+    p.add_argument("--test-images", type=int, help="held-out episode frames to evaluate on (default: as many as --val-images)")
+    p.add_argument("--epochs", type=int, default=20, help="default 20")
+    p.add_argument("--imgsz", type=int, default=320, help="training image size (default 320)")
+    p.add_argument("--batch", type=int, default=16, help="default 16")
+    p.add_argument("--seed", type=int, default=0, help="dataset and training seed (default 0)")
+    p.add_argument("--cutouts", help="directory of real RGBA character cut-outs, or 'none' "
+                   "(default: ../shared/realdata/character_cutouts when present)")
+    p.add_argument("--device", default="cpu", help="torch device for ultralytics: cpu, 0, ... (default cpu)")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

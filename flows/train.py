@@ -1,0 +1,126 @@
+"""The ``train`` flow: build a detector dataset, train YOLO-seg on it, judge it on
+held-out episodes, publish the weights.
+
+    build-dataset  composites + episode frames (tasks/composites.py): train, val, test
+    train-detector ultralytics, from scratch, offline (models/training.py)
+    evaluate       on val (what picked best.pt) and on test: frames of generated
+                   episodes whose seeds no training or validation image came from
+    publish        OUT/best.pt, OUT/metrics.json
+
+Everything lands in ``OUT``: ``dataset/`` (images, labels, manifests, data.yaml),
+``ultralytics/train/`` (ultralytics' run: args.yaml, results.csv, weights),
+``best.pt`` and ``metrics.json``. Run it with ``celmask train OUT`` or call
+:func:`train` (embedded Prefect when no server is configured).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+from prefect import flow, task
+
+from models.training import DEFAULT_MODEL, evaluate_detector, train_detector
+from tasks.composites import build_dataset
+
+build_dataset_task = task(build_dataset, name="build-dataset")
+train_detector_task = task(train_detector, name="train-detector")
+evaluate_task = task(evaluate_detector, name="evaluate", task_run_name="evaluate-{split}")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@flow(name="train")
+def train(
+    out: str,
+    *,
+    images: int = 600,
+    val_images: int = 150,
+    test_images: int | None = None,
+    epochs: int = 20,
+    imgsz: int = 320,
+    seed: int = 0,
+    cutouts: str | None = None,
+    batch: int = 16,
+    device: str = "cpu",
+    model: str = DEFAULT_MODEL,
+) -> dict:
+    """Build the dataset (``images`` train, ``val_images`` val, ``test_images`` held-out
+    episode frames, default = ``val_images``), train ``epochs`` epochs at ``imgsz``,
+    evaluate, and write ``OUT/best.pt`` and ``OUT/metrics.json``; return the metrics.
+
+    ``cutouts``: directory of real RGBA cut-outs; None = the shared ones when present,
+    ``"none"`` = generated characters only.
+    """
+    started = time.time()
+    root = Path(out).resolve()
+    test_images = val_images if test_images is None else test_images
+    data_yaml = build_dataset_task(
+        root / "dataset",
+        train_images=images,
+        val_images=val_images,
+        test_images=test_images,
+        seed=seed,
+        cutouts=cutouts,
+    )
+    built = time.time()
+    best = train_detector_task(
+        data_yaml, root / "ultralytics", epochs=epochs, imgsz=imgsz, batch=batch, seed=seed, device=device, model=model
+    )
+    trained = time.time()
+    val = evaluate_task(best, data_yaml, split="val", imgsz=imgsz, device=device)
+    test = evaluate_task(best, data_yaml, split="test", imgsz=imgsz, device=device) if test_images else None
+
+    target = root / "best.pt"
+    tmp = root / ".best.pt.partial"
+    shutil.copyfile(best, tmp)
+    os.replace(tmp, target)
+    dataset = json.loads((Path(data_yaml).parent / "dataset.json").read_text())
+    metrics = {
+        "weights": str(target),
+        "sha256": _sha256(target),
+        "model": model,
+        "parameters": {
+            "images": images,
+            "val_images": val_images,
+            "test_images": test_images,
+            "epochs": epochs,
+            "imgsz": imgsz,
+            "seed": seed,
+            "batch": batch,
+            "device": device,
+            "cutouts": dataset["cutouts"]["dir"],
+        },
+        "splits": {
+            k: {f: v[f] for f in ("seed", "kinds", "instances", "episode_seeds")} for k, v in dataset["splits"].items()
+        },
+        "val": val,
+        "test": test,
+        "seconds": {
+            "dataset": round(built - started, 1),
+            "training": round(trained - built, 1),
+            "total": round(time.time() - started, 1),
+        },
+        "versions": {
+            "celmask": version("celmask"),
+            "ultralytics": version("ultralytics"),
+            "torch": version("torch"),
+            "python": platform.python_version(),
+        },
+    }
+    tmp = root / ".metrics.json.partial"
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    os.replace(tmp, root / "metrics.json")
+    return metrics
