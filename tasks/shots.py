@@ -7,12 +7,16 @@ The detector looks at each frame of a small analysis stream and keeps, per frame
 a few scalars; images are held only for a short window, so memory is bounded by
 that window, never by the episode.
 
-Evidence, per frame ``t``:
+Change between two frames is the median of three measures that fail in different
+ways (colour histogram, shift-tolerant structure, edge change ratio of the line
+art; see :func:`evidence`). Per new drawing ``t`` (held frames reuse the features
+of their drawing):
 
-- **hard cut**: frame ``t`` differs strongly from ``t-1`` (colour histogram and
-  shift-tolerant structure, so camera shake and pans do not count) *and* none of
-  the next ``flash_window`` frames returns to the picture of ``t-1``. A flash,
-  an impact frame or a fast smear returns; a cut does not.
+- **hard cut**: the change from ``t-1`` is large, replaces the line art or the
+  colours, stands out from the changes of the drawings around ``t`` (a fast pan
+  or a sweeping wing changes every drawing as much), and no frame shortly after
+  ``t`` returns to a picture shortly before it: a flash, an impact frame or a
+  smear returns; a cut does not.
 - **gradual transition**: frame ``t`` is a convex blend of frames ``t-w`` and
   ``t+w`` (for a few ``w``) that are themselves different pictures. A dissolve
   is exactly that; so is each half of a fade through black. Camera moves and
