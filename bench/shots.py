@@ -8,7 +8,8 @@ where ../shared/realclips exists, every real clip (speed only: no labels), run
 
 and print precision / recall / F1 of boundaries (hard cut within ±1 frame, gradual
 transition anywhere inside its span), false cuts on flash frames and holds,
-frames per second, and the speed ratio against each reference.
+frames per second, and the speed ratio against each reference; then celmask's
+held-frame flags against the truth and the share of frames models must run on.
 
     .venv/bin/python bench/shots.py                 # 6 episodes x 60 s
     .venv/bin/python bench/shots.py --episodes 2 --duration 30 --no-real
@@ -24,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
 
 from tasks.shot_metrics import Boundary, CutScore, score_boundaries  # noqa: E402
 from tasks.shots import detect_shots  # noqa: E402
@@ -67,6 +70,26 @@ def timed(method: Callable[[Path], list[int]], video: Path, repeat: int) -> tupl
         found = method(video)
         best = min(best, time.perf_counter() - t0)
     return found, best
+
+
+def print_held_frames(episodes: list[Path]) -> None:
+    """Held-frame flags against the truth's identical renders, and the model calls they save."""
+    tp = fp = fn = frames = drawings = 0
+    for directory in episodes:
+        truth = load_truth(directory)
+        result = detect_shots(directory / "episode.mp4")
+        held = np.zeros(truth.frame_count, dtype=bool)
+        for a, b in truth.holds:
+            held[a + 1 : b] = True
+        tp += int((result.held & held).sum())
+        fp += int((result.held & ~held).sum())
+        fn += int((~result.held & held).sum())
+        frames += truth.frame_count
+        drawings += int(result.drawing_ids[-1]) + 1
+    print(
+        f"\nHeld frames: precision {tp / max(tp + fp, 1):.4f}, recall {tp / max(tp + fn, 1):.4f}; "
+        f"{drawings} unique drawings in {frames} frames: models run on {drawings / frames:.1%} of frames"
+    )
 
 
 def main() -> int:
@@ -114,6 +137,8 @@ def main() -> int:
     for name in methods:
         if name != "celmask":
             print(f"speed ratio celmask / {name}: {seconds[name] / seconds['celmask']:.2f}x")
+
+    print_held_frames(episodes)
 
     clips = sorted((SHARED / "realclips").glob("*.*")) if not args.no_real else []
     clips = [c for c in clips if c.suffix in (".mp4", ".mkv", ".gif")]
