@@ -26,9 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-
-from tasks.shot_metrics import Boundary, CutScore, score_boundaries  # noqa: E402
+from tasks.shot_metrics import CutScore, HoldScore, boundaries, score_boundaries, score_holds  # noqa: E402
 from tasks.shots import detect_shots  # noqa: E402
 from tasks.synth import load_truth  # noqa: E402
 from tasks.synth.suite import ensure_episode  # noqa: E402
@@ -74,21 +72,12 @@ def timed(method: Callable[[Path], list[int]], video: Path, repeat: int) -> tupl
 
 def print_held_frames(episodes: list[Path]) -> None:
     """Held-frame flags against the truth's identical renders, and the model calls they save."""
-    tp = fp = fn = frames = drawings = 0
+    total = HoldScore(0, 0, 0, 0, 0)
     for directory in episodes:
-        truth = load_truth(directory)
-        result = detect_shots(directory / "episode.mp4")
-        held = np.zeros(truth.frame_count, dtype=bool)
-        for a, b in truth.holds:
-            held[a + 1 : b] = True
-        tp += int((result.held & held).sum())
-        fp += int((result.held & ~held).sum())
-        fn += int((~result.held & held).sum())
-        frames += truth.frame_count
-        drawings += int(result.drawing_ids[-1]) + 1
+        total += score_holds(detect_shots(directory / "episode.mp4").held, load_truth(directory).holds)
     print(
-        f"\nHeld frames: precision {tp / max(tp + fp, 1):.4f}, recall {tp / max(tp + fn, 1):.4f}; "
-        f"{drawings} unique drawings in {frames} frames: models run on {drawings / frames:.1%} of frames"
+        f"\nHeld frames: precision {total.precision:.4f}, recall {total.recall:.4f}; {total.drawings} unique "
+        f"drawings in {total.frames} frames: models run on {total.drawings / total.frames:.1%} of frames"
     )
 
 
@@ -115,7 +104,7 @@ def main() -> int:
     for directory in episodes:
         truth = load_truth(directory)
         frames += truth.frame_count
-        true = [Boundary(s.start, s.transition_start, s.transition_end, s.transition) for s in truth.shots[1:]]
+        true = boundaries(truth.shots)
         flashes = [f.frame for f in truth.flashes]
         hold_frames = {t for a, b in truth.holds for t in range(a + 1, b)}
         line = []

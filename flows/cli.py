@@ -99,7 +99,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tasks.shot_metrics import Boundary, score_boundaries
+    from tasks.shot_metrics import boundaries, score_boundaries
     from tasks.synth import generate_episode, load_truth
 
     out = Path(args.out)
@@ -113,10 +113,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"==> detecting shots in {video}")
     report = shot_report(video, args)
     print_shot_table(report)
-    score = score_boundaries(
-        [s["start"] for s in report["shots"][1:]],
-        [Boundary(s.start, s.transition_start, s.transition_end, s.transition) for s in truth.shots[1:]],
-    )
+    score = score_boundaries([s["start"] for s in report["shots"][1:]], boundaries(truth.shots))
     print(f"==> against the generated ground truth: precision {score.precision:.3f}, recall {score.recall:.3f}, F1 {score.f1:.3f}")
     return 0
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,19 @@ class Boundary:
     span_start: int
     span_end: int
     transition: str = "cut"
+
+
+class _ShotLike(Protocol):
+    start: int
+    transition_start: int
+    transition_end: int
+    transition: str
+
+
+def boundaries(shots: Sequence[_ShotLike]) -> list[Boundary]:
+    """The boundaries of shots that tile a video (detected ``Shot`` or a generated
+    episode's truth): every shot's start but the first's, with its transition span."""
+    return [Boundary(s.start, s.transition_start, s.transition_end, s.transition) for s in shots[1:]]
 
 
 @dataclass(frozen=True)
@@ -80,4 +96,48 @@ def score_boundaries(detected: Iterable[int], truth: Sequence[Boundary], toleran
         false_negatives=len(truth) - len(used_t),
         false_frames=tuple(d for i, d in enumerate(detected) if i not in used_d),
         missed_frames=tuple(b.frame for j, b in enumerate(truth) if j not in used_t),
+    )
+
+
+@dataclass(frozen=True)
+class HoldScore:
+    """Held-frame flags against true runs of identical frames."""
+
+    true_positives: int
+    false_positives: int
+    false_negatives: int
+    frames: int
+    drawings: int
+    """Frames that are not held: the model calls later stages make."""
+
+    @property
+    def precision(self) -> float:
+        found = self.true_positives + self.false_positives
+        return self.true_positives / found if found else 1.0
+
+    @property
+    def recall(self) -> float:
+        real = self.true_positives + self.false_negatives
+        return self.true_positives / real if real else 1.0
+
+    def __add__(self, other: HoldScore) -> HoldScore:
+        return HoldScore(*(a + b for a, b in zip(self._counts(), other._counts())))
+
+    def _counts(self) -> tuple[int, ...]:
+        return (self.true_positives, self.false_positives, self.false_negatives, self.frames, self.drawings)
+
+
+def score_holds(held: np.ndarray, true_runs: Iterable[tuple[int, int]]) -> HoldScore:
+    """Score (n,) bool "same drawing as the previous frame" flags against half-open
+    runs ``[start, end)`` of identical frames (every frame of a run but its first is held)."""
+    held = np.asarray(held, dtype=bool)
+    truth = np.zeros(held.shape, dtype=bool)
+    for a, b in true_runs:
+        truth[a + 1 : b] = True
+    return HoldScore(
+        true_positives=int((held & truth).sum()),
+        false_positives=int((held & ~truth).sum()),
+        false_negatives=int((~held & truth).sum()),
+        frames=int(held.size),
+        drawings=int((~held).sum()),
     )

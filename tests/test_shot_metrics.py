@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tasks.shot_metrics import Boundary, score_boundaries
@@ -31,3 +32,14 @@ def test_f1_and_sum():
     assert (total.true_positives, total.false_negatives) == (3, 1)
     assert a.precision == 1.0 and a.recall == 0.5 and a.f1 == pytest.approx(2 / 3)
     assert score_boundaries([], []).f1 == 1.0
+
+
+def test_score_holds():
+    from tasks.shot_metrics import score_holds
+
+    held = np.array([False, True, True, False, True, False])
+    score = score_holds(held, [(0, 3), (5, 6)])  # true runs: frames 1, 2 are held
+    assert (score.true_positives, score.false_positives, score.false_negatives) == (2, 1, 0)
+    assert (score.frames, score.drawings) == (6, 3)
+    assert score.precision == pytest.approx(2 / 3) and score.recall == 1.0
+    assert (score + score).true_positives == 4

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from tasks.shot_metrics import Boundary, CutScore, score_boundaries
+from tasks.shot_metrics import CutScore, HoldScore, boundaries, score_boundaries, score_holds
 from tasks.shots import ShotResult, detect_shots
 from tasks.synth import Truth, load_truth
 from tasks.synth.suite import ensure_episode
@@ -36,7 +35,7 @@ def test_cut_f1_on_generated_suite(suite):
     total = CutScore(0, 0, 0)
     kinds = set()
     for truth, result in suite:
-        true = [Boundary(s.start, s.transition_start, s.transition_end, s.transition) for s in truth.shots[1:]]
+        true = boundaries(truth.shots)
         kinds |= {s.transition for s in truth.shots[1:]}
         total += score_boundaries([s.start for s in result.shots[1:]], true)
         assert [s.start for s in result.shots] == sorted({s.start for s in result.shots})
@@ -49,7 +48,7 @@ def test_cut_f1_on_generated_suite(suite):
 def test_no_false_cuts_on_flashes_or_holds(suite):
     flashes = holds = 0
     for truth, result in suite:
-        true = [Boundary(s.start, s.transition_start, s.transition_end, s.transition) for s in truth.shots[1:]]
+        true = boundaries(truth.shots)
         false = score_boundaries([s.start for s in result.shots[1:]], true).false_frames
         for flash in truth.flashes:
             flashes += 1
@@ -61,17 +60,9 @@ def test_no_false_cuts_on_flashes_or_holds(suite):
 
 
 def test_held_frames_match_the_identical_renders(suite):
-    tp = fp = fn = frames = drawings = 0
+    total = HoldScore(0, 0, 0, 0, 0)
     for truth, result in suite:
-        held = np.zeros(truth.frame_count, dtype=bool)
-        for a, b in truth.holds:
-            held[a + 1 : b] = True
-        tp += int((result.held & held).sum())
-        fp += int((result.held & ~held).sum())
-        fn += int((~result.held & held).sum())
-        frames += truth.frame_count
-        drawings += int(result.drawing_ids[-1]) + 1
-    precision, recall = tp / (tp + fp), tp / (tp + fn)
+        total += score_holds(result.held, truth.holds)
     # A few "held" frames are real changes too small to see at 160 px (a 1 px pan).
-    assert precision >= 0.95 and recall >= 0.99, (precision, recall)
-    assert drawings / frames < 0.55  # most frames reuse a drawing: the model calls saved
+    assert total.precision >= 0.95 and total.recall >= 0.99, (total.precision, total.recall)
+    assert total.drawings / total.frames < 0.55  # most frames reuse a drawing: the model calls saved
