@@ -149,6 +149,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     _positive("--batch", args.batch)
     if not 0 <= args.seed <= MAX_SEED:
         raise CelmaskError("--seed", f"must be 0..{MAX_SEED}, got {args.seed}")
+    if args.model.endswith(".pt") and not Path(args.model).is_file():
+        raise CelmaskError(args.model, "weights to fine-tune from not found", "pass an existing .pt or a *-seg.yaml to train from scratch")
     cutouts = resolve_cutouts(args.cutouts)
     for key, value in PREFECT_QUIET_DEFAULTS.items():
         os.environ.setdefault(key, value)
@@ -169,6 +171,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cutouts=str(cutouts) if cutouts else "none",
         batch=args.batch,
         device=args.device,
+        model=args.model,
     )
     print(f"wrote {metrics['weights']} (sha256 {metrics['sha256'][:12]}) and {Path(metrics['weights']).with_name('metrics.json')}")
     for name in ("val", "test"):
@@ -237,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cutouts", help="directory of real RGBA character cut-outs, or 'none' "
                    "(default: ../shared/realdata/character_cutouts when present)")
     p.add_argument("--device", default="cpu", help="torch device for ultralytics: cpu, 0, ... (default cpu)")
+    p.add_argument("--model", default="yolov8n-seg.yaml",
+                   help="a *-seg.yaml to train from scratch (default yolov8n-seg.yaml) or a -seg .pt to fine-tune")
     p.set_defaults(func=cmd_train)
     return parser
 

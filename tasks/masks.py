@@ -1,0 +1,42 @@
+"""Mask arithmetic every segmentation stage shares: overlap, and the rule that
+decides whether a refined mask may replace its input."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n, m) IoU between (n, H, W) and (m, H, W) bool masks; 0 where both are empty."""
+    n, m = len(a), len(b)
+    if n == 0 or m == 0:
+        return np.zeros((n, m), np.float32)
+    fa = a.reshape(n, -1).astype(np.float32)
+    fb = b.reshape(m, -1).astype(np.float32)
+    inter = fa @ fb.T
+    union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float32)
+
+
+def accept_refinement(
+    before: np.ndarray, after: np.ndarray, *, min_iou: float = 0.75, min_part_kept: float = 0.5, min_part: float = 0.01
+) -> bool:
+    """Whether ``after`` (H, W bool) may replace ``before``: it overlaps it by at least
+    ``min_iou`` (so it neither swallows the background nor loses much), and every
+    connected part of ``before`` holding at least ``min_part`` of its area keeps at
+    least ``min_part_kept`` of its pixels (so a thin limb, small in area, is not
+    dropped). An empty input is never replaced."""
+    area = int(before.sum())
+    if area == 0 or not after.any():
+        return False
+    inter = int(np.logical_and(before, after).sum())
+    if inter / (area + int(after.sum()) - inter) < min_iou:
+        return False
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(before.astype(np.uint8), connectivity=8)
+    for part in range(1, count):
+        if stats[part, cv2.CC_STAT_AREA] >= min_part * area:
+            kept = after[labels == part].mean()
+            if kept < min_part_kept:
+                return False
+    return True
