@@ -109,7 +109,7 @@ def train_detector(
         plots=False,
         amp=False,
         cache="ram",
-        pretrained=False,
+        pretrained=str(model).endswith(".pt"),  # False would drop the weights of a .pt to fine-tune
         workers=0,
         project=str(out),
         name=RUN_NAME,
