@@ -118,6 +118,88 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _segment_config(args: argparse.Namespace):
+    from tasks.config import load_config
+    from tasks.segment_config import SegmentConfig
+
+    return load_config(SegmentConfig(), args.config, args.set or [])
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from tasks.config import config_hash, describe, flatten
+
+    config = _segment_config(args)
+    if args.json:
+        print(json.dumps({"config": flatten(config), "hash": config_hash(config)}, indent=2))
+        return 0
+    rows = describe(config)
+    width = max(len(k) for k, _, _ in rows)
+    for key, value, doc in rows:
+        print(f"{key:<{width}}  {json.dumps(value):<14}  {doc}")
+    print(f"config hash {config_hash(config)[:16]}")
+    return 0
+
+
+def _frame_range(text: str) -> tuple[int, int]:
+    try:
+        start, end = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise CelmaskError("--frames", f"expected START:END such as 0:48, got {text!r}") from None
+    if not 0 <= start < end:
+        raise CelmaskError("--frames", f"need 0 <= START < END, got {text!r}")
+    return start, end
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from tasks.segment import SOURCES, segment_shot
+    from tasks.shots import detect_shots
+    from tasks.types import Shot
+    from tasks.video import probe
+
+    config = _segment_config(args)
+    info = probe(args.video)
+    if args.frames:
+        start, end = _frame_range(args.frames)
+        if end > info.frame_count:
+            raise CelmaskError("--frames", f"{args.video} has {info.frame_count} frames, asked for {start}:{end}")
+        shot = Shot(0, start, end, 0.0, 0.0)
+    else:
+        shots = detect_shots(args.video, info=info).shots
+        if not 0 <= args.shot < len(shots):
+            raise CelmaskError("--shot", f"{args.video} has shots 0..{len(shots) - 1}, asked for {args.shot}", "see `celmask shots VIDEO`")
+        shot = shots[args.shot]
+    result = segment_shot(args.video, shot, config)
+    tracks: dict[int, dict] = {}
+    for index, _, inst in result.frames():
+        for tid, source in zip(inst.track_id, inst.data["source"]):
+            t = tracks.setdefault(int(tid), {"frames": 0, "first": index, "last": index, "sources": {}})
+            t["frames"] += 1
+            t["last"] = index
+            t["sources"][SOURCES[source]] = t["sources"].get(SOURCES[source], 0) + 1
+    for tid, keys in result.keyframes.items():
+        tracks.setdefault(tid, {})["keyframes"] = [
+            {"frame": c.frame_index, "score": c.total, "components": c.components} for c in keys
+        ]
+    report = {
+        "video": str(args.video), "shot": shot.to_dict(), "frames": len(result.frame_indices),
+        "drawings": len(result.instances), "model_calls_saved": result.model_calls_saved,
+        "work_size": result.work_size, "models": result.model_ids, "seconds": result.seconds, "tracks": tracks,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"shot {shot.index}: frames {shot.start}..{shot.end - 1}, {report['drawings']} unique drawings "
+          f"({result.model_calls_saved} model calls saved), masks at {result.work_size[1]}x{result.work_size[0]}")
+    print(f"{'track':>5} {'frames':>6} {'first':>6} {'last':>6}  {'keyframe':>8} {'score':>6}  sources")
+    for tid, t in sorted(tracks.items()):
+        key = (t.get("keyframes") or [{}])[0]
+        sources = ", ".join(f"{k} {v}" for k, v in t.get("sources", {}).items())
+        print(f"{tid:>5} {t.get('frames', 0):>6} {t.get('first', '-'):>6} {t.get('last', '-'):>6}  "
+              f"{key.get('frame', '-'):>8} {key.get('score', float('nan')):>6.3f}  {sources}")
+    print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.seconds.items()))
+    return 0
+
+
 PREFECT_QUIET_DEFAULTS = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -220,6 +302,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
     p.add_argument("--size", default="640x360", help="WIDTHxHEIGHT (default 640x360)")
     p.set_defaults(func=cmd_synth)
+
+    def config_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="TOML file of settings (flat keys, see `celmask config`)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="one setting, e.g. --set refiner=none (repeatable)")
+
+    p = sub.add_parser("config", help="list every segmentation setting with its value and meaning")
+    config_options(p)
+    p.add_argument("--json", action="store_true", help="print the settings and their hash as JSON")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("segment", help="segment the characters of one shot (no Prefect) and summarise the tracks")
+    p.add_argument("video")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--shot", type=int, default=0, help="shot index from `celmask shots` (default 0)")
+    which.add_argument("--frames", help="START:END frame range instead of a detected shot")
+    config_options(p)
+    p.add_argument("--json", action="store_true", help="print JSON with every keyframe's score components")
+    p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("demo", help="generate a demo episode and run the pipeline on it")
     p.add_argument("--out", default="out/demo", help="demo directory (default out/demo)")

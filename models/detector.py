@@ -133,7 +133,8 @@ class YoloDetector:
             results = self.model.predict(
                 [np.ascontiguousarray(f.image[..., ::-1]) for f in frames],  # ultralytics wants BGR arrays
                 imgsz=cfg.imgsz, conf=cfg.conf, iou=cfg.iou, classes=list(cfg.classes) if cfg.classes else None,
-                device=self.device, half=self.half, retina_masks=True, verbose=False,
+                device=self.device, retina_masks=True, verbose=False,
+                **({"half": True} if self.half else {}),  # ultralytics 8.4 warns on half=False too
             )
         return [_to_instances(r, f.image.shape[:2]) for r, f in zip(results, frames)]
 

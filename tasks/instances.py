@@ -134,7 +134,7 @@ class Instances:
     @property
     def area(self) -> np.ndarray:
         """(n,) int64 mask pixel counts."""
-        return self.mask.reshape(len(self), -1).sum(axis=1, dtype=np.int64)
+        return self.mask.sum(axis=(1, 2), dtype=np.int64)
 
 
 def mask_boxes(mask: np.ndarray) -> np.ndarray:

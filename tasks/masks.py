@@ -20,19 +20,32 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def accept_refinement(
-    before: np.ndarray, after: np.ndarray, *, min_iou: float = 0.75, min_part_kept: float = 0.5, min_part: float = 0.01
+    before: np.ndarray,
+    after: np.ndarray,
+    *,
+    min_iou: float = 0.75,
+    min_part_kept: float = 0.5,
+    min_part: float = 0.01,
+    edge: int = 3,
 ) -> bool:
     """Whether ``after`` (H, W bool) may replace ``before``: it overlaps it by at least
-    ``min_iou`` (so it neither swallows the background nor loses much), and every
+    ``min_iou`` (so it neither swallows the background nor loses much); every
     connected part of ``before`` holding at least ``min_part`` of its area keeps at
-    least ``min_part_kept`` of its pixels (so a thin limb, small in area, is not
-    dropped). An empty input is never replaced."""
+    least ``min_part_kept`` of its pixels (a separate limb, small in area, is not
+    dropped); and what it adds or removes is an edge correction, not a chunk: no more
+    than ``min_part`` of the area lies deeper than ``edge`` pixels inside the added or
+    the removed pixels (a piece of the set is a chunk; a band along the outline is
+    not). An empty input is never replaced."""
     area = int(before.sum())
     if area == 0 or not after.any():
         return False
     inter = int(np.logical_and(before, after).sum())
     if inter / (area + int(after.sum()) - inter) < min_iou:
         return False
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * edge + 1, 2 * edge + 1))
+    for change in (before & ~after, after & ~before):
+        if cv2.erode(change.astype(np.uint8), kernel).sum() > min_part * area:
+            return False
     count, labels, stats, _ = cv2.connectedComponentsWithStats(before.astype(np.uint8), connectivity=8)
     for part in range(1, count):
         if stats[part, cv2.CC_STAT_AREA] >= min_part * area:

@@ -102,6 +102,9 @@ def _recipes(d: Path) -> dict:
     def faststart(p):
         _ffmpeg("-i", str(get("av.mp4")), "-c", "copy", "-movflags", "+faststart", str(p))
 
+    def uhd(p):  # 24 frames of 3840x2160: per-shot memory must stay at working resolution
+        _h264("testsrc2=size=3840x2160:rate=24:duration=1", p, "-preset", "ultrafast")
+
     def corrupt_src(p):
         _h264("testsrc2=size=320x180:rate=25:duration=4", p, "-g", "50", "-bf", "3")
 
@@ -110,6 +113,7 @@ def _recipes(d: Path) -> dict:
         "rot_cw90.mp4": rotated(270), "rot_cw270.mp4": rotated(90), "odd.mkv": odd, "ten.mp4": ten,
         "hevc.mkv": hevc, "anim.gif": gif, "solid.mkv": solid, "audio.m4a": audio, "still.png": png,
         "still.gif": gif1, "zero.mkv": zero, "av.mp4": mp4_av, "fast.mp4": faststart, "corrupt_src.mp4": corrupt_src,
+        "uhd.mp4": uhd,
         "ts.ts": lambda p: _ffmpeg("-i", str(get("gop.mp4")), "-c", "copy", "-f", "mpegts", str(p)),
         # stream copy cut at a non-keyframe: MP4 edit list hides the frames before 1.3 s
         "edit.mp4": lambda p: _ffmpeg("-ss", "1.3", "-i", str(get("gop.mp4")), "-c", "copy", "-t", "4", str(p)),

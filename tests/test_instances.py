@@ -24,6 +24,7 @@ def test_boxes_and_area_come_from_the_masks():
     assert inst.track_id.tolist() == [NO_TRACK, NO_TRACK] and inst.class_id.tolist() == [0, 0]
     assert inst.size == (20, 30)
     assert mask_boxes(np.zeros((1, 4, 4), bool)).tolist() == [[0, 0, 0, 0]]
+    assert Instances.empty(20, 30).area.tolist() == []
 
 
 def test_indexing_returns_instances():

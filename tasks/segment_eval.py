@@ -1,0 +1,66 @@
+"""Segment a generated episode's true shots and score the masks against its truth.
+
+Shared by ``bench/segment.py`` and the quality tests, so both measure the same
+thing: every true shot through :func:`~tasks.segment.segment_shot`, each frame's
+masks scored DAVIS-style (:mod:`tasks.mask_metrics`), plus time per stage and the
+model calls held frames saved. The true shots are used, not detected ones, so the
+figures isolate segmentation from shot detection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tasks.mask_metrics import FrameMasks, SegScore, score_shot
+from tasks.segment import ShotSegmentation, segment_shot
+from tasks.segment_config import SegmentConfig
+from tasks.segment_models import Models, build_models
+from tasks.synth import iter_truth_masks, load_truth
+from tasks.types import Shot
+
+
+@dataclass
+class EpisodeEval:
+    score: SegScore
+    frames: int = 0
+    drawings: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def model_calls_saved(self) -> int:
+        return self.frames - self.drawings
+
+    def add(self, other: EpisodeEval) -> EpisodeEval:
+        seconds = dict(self.seconds)
+        for stage, s in other.seconds.items():
+            seconds[stage] = seconds.get(stage, 0.0) + s
+        return EpisodeEval(SegScore.combine([self.score, other.score]), self.frames + other.frames,
+                           self.drawings + other.drawings, seconds)
+
+
+def predicted_frames(result: ShotSegmentation) -> Iterator[FrameMasks]:
+    """The shot's masks as the metric's frame stream (working size = source size here)."""
+    for index, _, inst in result.frames():
+        if inst.size != result.source_size:
+            raise ValueError(f"masks are {inst.size}, the truth {result.source_size}: evaluate at work_size >= the source")
+        yield FrameMasks(index, inst.track_id.astype(np.int64), inst.mask)
+
+
+def evaluate_episode(episode_dir: str | Path, config: SegmentConfig, *, models: Models | None = None) -> EpisodeEval:
+    """Segment every true shot of the generated episode in ``episode_dir`` with
+    ``config`` and score it against the truth."""
+    episode_dir = Path(episode_dir)
+    truth = load_truth(episode_dir)
+    models = models or build_models(config)
+    total = EpisodeEval(SegScore.combine([]))
+    for s in truth.shots:
+        shot = Shot(s.index, s.start, s.end, 0.0, 0.0)
+        result = segment_shot(episode_dir / "episode.mp4", shot, config, models=models)
+        holds = [(a, b) for a, b in truth.holds if s.start <= a and b <= s.end]
+        score = score_shot(predicted_frames(result), iter_truth_masks(episode_dir, s.start, s.end), holds)
+        total = total.add(EpisodeEval(score, len(result.frame_indices), len(result.instances), result.seconds))
+    return total

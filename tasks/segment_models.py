@@ -1,0 +1,93 @@
+"""Build the models a configuration names, once per process.
+
+Loading weights takes seconds and a worker segments many shots, so models are
+cached by the settings that define them (:func:`build_models`); the shot code only
+ever sees the three small interfaces (detector, propagator, refiner).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.detector import Detector, FileDetector, YoloConfig, YoloDetector
+from models.propagator import Propagator
+from models.refiner import Refiner
+from tasks.config import flatten
+from tasks.errors import CelmaskError
+from tasks.segment_config import SegmentConfig
+
+BUILTIN_DETECTOR = Path(__file__).resolve().parent.parent / "models" / "weights" / "detector.pt"
+"""celmask's detector, trained on generated data (models/weights/README.md says how)."""
+
+MODEL_KEYS = ("detector", "propagator", "refiner", "flow", "pieces")
+"""Settings that change which models are built (the rest only change how they are used)."""
+
+
+@dataclass(frozen=True)
+class Models:
+    detector: Detector
+    propagator: Propagator | None
+    refiner: Refiner | None
+
+    @property
+    def ids(self) -> dict[str, str]:
+        """Stage -> model id (name and weight checksum), for the manifest."""
+        out = {"detector": self.detector.model_id}
+        if self.propagator is not None:
+            out["propagator"] = self.propagator.model_id
+        if self.refiner is not None:
+            out["refiner"] = self.refiner.model_id
+        return out
+
+
+_CACHE: dict[str, Models] = {}
+
+
+def _detector(config: SegmentConfig) -> Detector:
+    if config.detector == "file":
+        if not config.detector_path:
+            raise CelmaskError("detector.path", "detector=file needs a Parquet file of detections", "pass --set detector.path=FILE")
+        return FileDetector(config.detector_path)
+    weights = str(BUILTIN_DETECTOR) if config.detector_weights == "builtin" else config.detector_weights
+    return YoloDetector(YoloConfig(
+        weights=weights, imgsz=config.detector_imgsz, conf=config.detector_conf, iou=config.detector_iou,
+        classes=config.detector_classes, batch=config.detector_batch, device=config.detector_device,
+    ))
+
+
+def _propagator(config: SegmentConfig) -> Propagator | None:
+    if config.propagator == "none":
+        return None
+    if config.propagator == "flow":
+        from models.flow import FlowPropagator
+
+        return FlowPropagator(config.flow)
+    from models.sam2 import Sam2Propagator
+
+    if not config.propagator_weights:
+        raise CelmaskError("propagator.weights", "propagator=sam2 needs SAM 2 weights", "pass --set propagator.weights=sam2_t.pt or use propagator=flow")
+    return Sam2Propagator(config.propagator_weights, device=config.detector_device)
+
+
+def _refiner(config: SegmentConfig) -> Refiner | None:
+    if config.refiner == "none":
+        return None
+    if config.refiner == "pieces":
+        from models.pieces import PiecesRefiner
+
+        return PiecesRefiner(config.pieces)
+    from models.sam_refiners import SamRefiner, VoteRefiner
+
+    cls = SamRefiner if config.refiner == "sam" else VoteRefiner
+    return cls.from_checkpoint(config.refiner_model, config.refiner_checkpoint)
+
+
+def build_models(config: SegmentConfig) -> Models:
+    """The detector, propagator and refiner ``config`` names (cached per process)."""
+    settings = {k: v for k, v in flatten(config).items() if k.split(".")[0] in MODEL_KEYS}
+    key = json.dumps(settings, sort_keys=True)
+    if key not in _CACHE:
+        _CACHE[key] = Models(_detector(config), _propagator(config), _refiner(config))
+    return _CACHE[key]

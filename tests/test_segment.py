@@ -1,0 +1,151 @@
+"""segment_shot end to end on generated episodes: every frame gets its characters,
+held frames share their drawing's result, every stage can be switched off, and the
+edge cases (no characters, one frame, a keyframe at the shot's end, 4K input) work."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from tasks.config import load_config
+from tasks.mask_metrics import score_shot
+from tasks.segment import SOURCES, segment_shot
+from tasks.segment_config import SegmentConfig
+from tasks.segment_eval import predicted_frames
+from tasks.segment_models import build_models
+from tasks.synth import generate_episode, iter_truth_masks, load_truth
+from tasks.synth.unstable import UnstableConfig, write_unstable_detections
+from tasks.types import Shot
+
+
+@pytest.fixture(scope="module")
+def episode(tmp_path_factory):
+    out = tmp_path_factory.mktemp("seg") / "ep"
+    generate_episode(out, seed=21, duration=12.0)
+    write_unstable_detections(out, out / "true.parquet", seed=0, config=UnstableConfig(level=0.0))
+    return out
+
+
+def config(episode, *settings: str, detections: str = "true.parquet") -> SegmentConfig:
+    return load_config(SegmentConfig(), None, ["detector=file", f"detector.path={episode / detections}", *settings])
+
+
+def shot_of(episode, kind: str):
+    truth = load_truth(episode)
+    if kind == "empty":
+        s = next(s for s in truth.shots if not s.tracks)
+    else:  # the shot with the most characters
+        s = max(truth.shots, key=lambda s: (len(s.tracks), s.end - s.start))
+    return Shot(s.index, s.start, s.end, 0.0, 0.0), truth
+
+
+def scored(episode, result, shot):
+    return score_shot(predicted_frames(result), iter_truth_masks(episode, shot.start, shot.end))
+
+
+@pytest.mark.parametrize("settings", [
+    ("propagator=none", "refiner=none"),
+    ("propagator=flow", "refiner=none"),
+    ("propagator=flow", "refiner=pieces"),
+])
+def test_true_detections_come_back_through_every_configuration(episode, settings):
+    shot, _ = shot_of(episode, "busy")
+    result = segment_shot(episode / "episode.mp4", shot, config(episode, *settings))
+    score = scored(episode, result, shot)
+    assert score.fp_tracks == 0 and len(score.tracks) >= 2
+    assert score.j > 0.93, settings
+    frames = list(result.frames())
+    assert [f[0] for f in frames] == list(range(shot.start, shot.end))
+    assert result.work_size == result.source_size == (360, 640)
+
+
+def test_held_frames_share_their_drawing_and_stages_switched_off_leave_no_trace(episode):
+    shot, _ = shot_of(episode, "busy")
+    result = segment_shot(episode / "episode.mp4", shot, config(episode, "propagator=none", "refiner=none"))
+    assert set(result.model_ids) == {"detector"} and result.keyframes == {}
+    assert 0 < result.model_calls_saved < len(result.frame_indices)
+    assert len(result.instances) == len(result.frame_indices) - result.model_calls_saved
+    by_frame = [inst for _, _, inst in result.frames()]
+    assert any(a is b for a, b in zip(by_frame, by_frame[1:]))  # a hold reuses the same object
+    for inst in result.instances:
+        assert set(inst.data["source"].tolist()) <= {SOURCES.index("detected")}
+        assert not inst.data["is_keyframe"].any()
+
+
+def test_propagation_records_keyframes_and_sources(episode):
+    shot, _ = shot_of(episode, "busy")
+    result = segment_shot(episode / "episode.mp4", shot, config(episode))
+    assert set(result.model_ids) == {"detector", "propagator", "refiner"}
+    assert result.keyframes and set(result.keyframes) == set(result.candidates)
+    keys = {(c.track_id, c.frame_index) for cs in result.keyframes.values() for c in cs}
+    first_frame = {int(d): int(f) for f, d in zip(result.frame_indices[::-1], result.drawing[::-1])}
+    for step, inst in enumerate(result.instances):
+        for tid, key in zip(inst.track_id, inst.data["keyframe_frame"]):
+            # from a keyframe, or the drawing's own detection where propagation is not trusted
+            assert (int(tid), int(key)) in keys or int(key) == first_frame[step]
+        assert set(inst.data["source"].tolist()) <= set(range(len(SOURCES)))
+    assert sum(int(inst.data["is_keyframe"].sum()) for inst in result.instances) == len(keys)
+
+
+def test_same_input_same_masks(episode):
+    shot, _ = shot_of(episode, "busy")
+    a = segment_shot(episode / "episode.mp4", shot, config(episode))
+    b = segment_shot(episode / "episode.mp4", shot, config(episode))
+    assert len(a.instances) == len(b.instances)
+    for x, y in zip(a.instances, b.instances):
+        assert np.array_equal(x.mask, y.mask) and np.array_equal(x.track_id, y.track_id) and np.array_equal(x.score, y.score)
+
+
+def test_a_shot_without_characters_is_empty_not_an_error(episode):
+    shot, _ = shot_of(episode, "empty")
+    result = segment_shot(episode / "episode.mp4", shot, config(episode))
+    assert all(len(inst) == 0 for _, _, inst in result.frames())
+    assert result.keyframes == {} and result.candidates == {}
+
+
+def test_a_one_frame_shot(episode):
+    busy, _ = shot_of(episode, "busy")
+    shot = Shot(busy.index, busy.start + 5, busy.start + 6, 0.0, 0.0)
+    result = segment_shot(episode / "episode.mp4", shot, config(episode))
+    (frame,) = list(result.frames())
+    assert frame[0] == busy.start + 5 and len(frame[2]) >= 2
+    assert all(c.frame_index == busy.start + 5 for cs in result.keyframes.values() for c in cs)
+
+
+def test_characters_seen_only_at_the_end_are_keyed_there_and_carried_back(episode, tmp_path):
+    import pyarrow.parquet as pq
+
+    truth = load_truth(episode)
+    s = max((s for s in truth.shots if s.tracks), key=lambda s: s.n_drawings)
+    shot = Shot(s.index, s.start, s.end, 0.0, 0.0)
+    late = s.end - (s.end - s.start) // 3
+    table = pq.read_table(episode / "true.parquet")
+    pq.write_table(table.filter(table.column("frame_index").to_numpy() >= late), tmp_path / "late.parquet")
+    result = segment_shot(episode / "episode.mp4", shot, load_config(
+        SegmentConfig(), None, ["detector=file", f"detector.path={tmp_path / 'late.parquet'}", "refiner=none", "tracks.min_drawings=1"]))
+    keys = [c.frame_index for cs in result.keyframes.values() for c in cs]
+    assert keys and all(k >= late for k in keys)
+    shown = [index for index, _, inst in result.frames() if len(inst)]
+    assert shown[0] < late  # propagated backwards into frames without detections
+    assert shown[-1] == s.end - 1
+
+
+def test_4k_frames_are_segmented_at_working_resolution(clip, tmp_path):
+    video = clip("uhd.mp4")
+    shot = Shot(0, 0, 24, 0.0, 1.0)
+    settings = load_config(SegmentConfig(), None, [
+        "detector.weights=yolov8n-seg.yaml", "detector.imgsz=64", "detector.device=cpu", "refiner=pieces",
+    ])
+    models = build_models(settings)  # weights are not frames: outside the measurement
+    tracemalloc.start()
+    try:
+        result = segment_shot(video, shot, settings, models=models)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.source_size == (2160, 3840) and result.work_size == (540, 960)
+    assert len(list(result.frames())) == 24
+    full_res_shot = 24 * 3840 * 2160 * 3  # 570 MiB; the shot at working size is 36 MiB
+    assert peak < full_res_shot / 3, f"peak {peak / 2**20:.0f} MiB"
