@@ -12,8 +12,9 @@ for the operator to see why a frame was chosen:
 - ``completeness``: the mask is not cut by the frame border;
 - ``sharpness``: line contrast inside the mask relative to the track's sharpest
   drawing (smears and motion blur lose it);
-- ``agreement``: mean overlap with the track's masks on the neighbouring drawings
-  (a mask its neighbours confirm is not a one-drawing accident);
+- ``agreement``: mean overlap with the track's masks on the neighbouring drawings,
+  each moved onto the candidate's centre first (a shape its neighbours confirm is not
+  a one-drawing accident, however fast the character moves);
 - ``position``: closeness to the middle of the track, which halves the distance
   propagation must carry the mask.
 
@@ -45,7 +46,7 @@ class KeyframeConfig:
     """Weight of each component in the total (normalised to sum to 1)."""
     neighbours: int = 2
     """Drawings either side whose masks a candidate's ``agreement`` is measured against."""
-    line_tolerance: int = 2
+    line_tolerance: int = 1
     """Pixels between a mask's outline and a line that still count as on it."""
 
     def __post_init__(self) -> None:
@@ -95,6 +96,17 @@ def _border_share(mask: np.ndarray) -> float:
     return min(1.0, border / outline)
 
 
+def _centred(mask: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """``mask`` moved so that its centre of mass lands on ``centre`` (x, y)."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return mask
+    dx, dy = centre[0] - xs.mean(), centre[1] - ys.mean()
+    h, w = mask.shape
+    moved = cv2.warpAffine(mask.astype(np.uint8), np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), flags=cv2.INTER_NEAREST)
+    return moved > 0
+
+
 def _sharpness(image: np.ndarray, mask: np.ndarray) -> float:
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     lap = cv2.Laplacian(grey, cv2.CV_32F)
@@ -130,7 +142,10 @@ def score_candidates(
         for j, ((s, r), m) in enumerate(zip(obs, masks)):
             if lines[s] is None:
                 lines[s] = line_art(images[s])
-            near = [masks[k] for k in range(max(0, j - config.neighbours), min(len(obs), j + config.neighbours + 1)) if k != j]
+            ys, xs = np.nonzero(m)
+            centre = np.array([xs.mean(), ys.mean()]) if len(xs) else np.zeros(2)
+            near = [_centred(masks[k], centre)
+                    for k in range(max(0, j - config.neighbours), min(len(obs), j + config.neighbours + 1)) if k != j]
             agreement = float(mask_iou(m[None], np.stack(near)).mean()) if near else 1.0
             parts = {
                 "confidence": float(tracked[s].score[r]),

@@ -6,7 +6,9 @@ that drawing's own detection of the track (a :class:`~models.propagator.Guide`).
 When the propagated mask's confidence decays below ``rekey_below`` and the
 detector saw the track again later, the best-scoring later drawing becomes a new
 keyframe: propagation restarts from it both ways, and each drawing keeps the
-answer it trusts most. A track reaches ``extend`` drawings beyond the first and
+answer it trusts most. A propagated mask that keeps disagreeing with the drawings
+own detections loses confidence quickly, so drift hands over to the detector. A
+track reaches ``extend`` drawings beyond the first and
 last drawings it was detected on (detector misses at its ends), no further: a
 character that is not there should not be carried there by the flow. Where the
 propagated mask is trusted less than ``rekey_below`` but the drawing has its own
@@ -26,6 +28,7 @@ import numpy as np
 from models.propagator import Guide, Propagator
 from tasks.instances import Instances
 from tasks.keyframes import Candidate, choose
+from tasks.masks import mask_iou
 
 
 @dataclass(frozen=True)
@@ -36,12 +39,19 @@ class PropagationConfig:
     """Confidence under which a propagated mask is dropped (the track is not shown)."""
     extend: int = 3
     """Drawings a track is carried beyond the first/last drawing it was detected on."""
+    disagree_iou: float = 0.5
+    """A drawing's detection of the track that overlaps the propagated mask less than
+    this disagrees with it: drift, or a bad detection."""
+    disagree_factor: float = 0.5
+    """Confidence factor per disagreeing drawing in a row (an agreeing one resets it),
+    so propagation that keeps contradicting the detector hands over to it."""
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.stop_below <= self.rekey_below <= 1.0 or self.extend < 0:
+        if not 0.0 <= self.stop_below <= self.rekey_below <= 1.0 or self.extend < 0 \
+                or not 0.0 <= self.disagree_iou <= 1.0 or not 0.0 <= self.disagree_factor <= 1.0:
             raise ValueError(
-                f"need 0 <= propagation.stop_below <= propagation.rekey_below <= 1 and extend >= 0, "
-                f"got {self.stop_below}, {self.rekey_below}, {self.extend}"
+                f"need 0 <= propagation.stop_below <= propagation.rekey_below <= 1, extend >= 0, "
+                f"disagree_iou and disagree_factor in [0, 1]; got {self}"
             )
 
 
@@ -107,6 +117,8 @@ def propagate_track(
     result = TrackMasks(track_id, {}, {}, {}, [], set())
 
     def keep(step: int, mask: np.ndarray, confidence: float, key: int) -> None:
+        if not mask.any():
+            confidence = 0.0  # an empty answer is no answer: the detection, if any, stands
         if confidence > result.confidence.get(step, -1.0):
             result.mask[step], result.confidence[step], result.keyframe[step] = mask, confidence, key
 
@@ -118,7 +130,12 @@ def propagate_track(
         keep(key, tracked[key].mask[seen[key]], 1.0, key)
         for direction, bound in ((-1, low), (1, high)):
             steps = list(range(key + direction, bound + direction, direction))
+            penalty = 1.0
             for step, mask, confidence in _run(propagator, images, tracked, seen, key, steps):
+                if step in seen:
+                    agree = mask_iou(mask[None], tracked[step].mask[seen[step]][None])[0, 0] >= config.disagree_iou
+                    penalty = 1.0 if agree else penalty * config.disagree_factor
+                confidence *= penalty
                 keep(step, mask, confidence, key)
                 if confidence < config.rekey_below:
                     ahead = [c for c in candidates if (c.step - step) * direction > 0 and c.step * direction <= bound * direction]

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import models
 from models.detector import Detector, FileDetector, YoloConfig, YoloDetector
 from models.propagator import Propagator
 from models.refiner import Refiner
@@ -18,8 +19,8 @@ from tasks.config import flatten
 from tasks.errors import CelmaskError
 from tasks.segment_config import SegmentConfig
 
-BUILTIN_DETECTOR = Path(__file__).resolve().parent.parent / "models" / "weights" / "detector.pt"
-"""celmask's detector, trained on generated data (models/weights/README.md says how)."""
+BUILTIN_DETECTOR = Path(models.__file__).resolve().parent / "trained" / "detector.pt"
+"""celmask's detector, trained on generated data (models/trained/README.md says how)."""
 
 MODEL_KEYS = ("detector", "propagator", "refiner", "flow", "pieces")
 """Settings that change which models are built (the rest only change how they are used)."""

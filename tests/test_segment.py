@@ -1,6 +1,7 @@
 """segment_shot end to end on generated episodes: every frame gets its characters,
 held frames share their drawing's result, every stage can be switched off, and the
-edge cases (no characters, one frame, a keyframe at the shot's end, 4K input) work."""
+edge cases (no characters, one frame, 4K input) work. Keyframes at a shot's end:
+tests/test_propagate.py."""
 
 from __future__ import annotations
 
@@ -112,24 +113,6 @@ def test_a_one_frame_shot(episode):
     (frame,) = list(result.frames())
     assert frame[0] == busy.start + 5 and len(frame[2]) >= 2
     assert all(c.frame_index == busy.start + 5 for cs in result.keyframes.values() for c in cs)
-
-
-def test_characters_seen_only_at_the_end_are_keyed_there_and_carried_back(episode, tmp_path):
-    import pyarrow.parquet as pq
-
-    truth = load_truth(episode)
-    s = max((s for s in truth.shots if s.tracks), key=lambda s: s.n_drawings)
-    shot = Shot(s.index, s.start, s.end, 0.0, 0.0)
-    late = s.end - (s.end - s.start) // 3
-    table = pq.read_table(episode / "true.parquet")
-    pq.write_table(table.filter(table.column("frame_index").to_numpy() >= late), tmp_path / "late.parquet")
-    result = segment_shot(episode / "episode.mp4", shot, load_config(
-        SegmentConfig(), None, ["detector=file", f"detector.path={tmp_path / 'late.parquet'}", "refiner=none", "tracks.min_drawings=1"]))
-    keys = [c.frame_index for cs in result.keyframes.values() for c in cs]
-    assert keys and all(k >= late for k in keys)
-    shown = [index for index, _, inst in result.frames() if len(inst)]
-    assert shown[0] < late  # propagated backwards into frames without detections
-    assert shown[-1] == s.end - 1
 
 
 def test_4k_frames_are_segmented_at_working_resolution(clip, tmp_path):
