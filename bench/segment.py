@@ -47,7 +47,7 @@ def detector_settings(name: str, episode: Path, level: float) -> list[str]:
     if name == "builtin":
         return ["detector=yolo"]
     path = episode / f"unstable-{level:g}.parquet"
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_mtime < (episode / "truth.json").stat().st_mtime:  # episode regenerated
         write_unstable_detections(episode, path, seed=1, config=UnstableConfig(level=level))
     return ["detector=file", f"detector.path={path}"]
 

@@ -117,8 +117,13 @@ class YoloDetector:
             try:
                 out += self._predict(chunk)
             except Exception as error:
-                if not _is_out_of_memory(error) or self._batch == 1:
+                if not _is_out_of_memory(error):
                     raise
+                if self._batch == 1:
+                    raise CelmaskError(
+                        f"detector on {self.device}", "out of memory even one frame at a time",
+                        "lower detector.imgsz or work_size, free the GPU, or set detector.device=cpu",
+                    ) from error
                 self._batch = max(1, self._batch // 2)  # retry this chunk smaller
                 _empty_cuda_cache()
                 continue

@@ -90,3 +90,27 @@ def test_file_detector_bad_files(tmp_path, episode):
     pq.write_table(pa.table({"frame_index": [0]}), other)
     with pytest.raises(CelmaskError, match="lacks the columns"):
         FileDetector(other)
+
+
+class _SmallGpu(YoloDetector):
+    """A detector whose device holds at most ``fits`` frames: CUDA out-of-memory cannot
+    be produced on a CPU-only machine, so the fault is raised where torch would raise it."""
+
+    fits = 2
+
+    def _predict(self, frames):
+        import torch
+
+        if len(frames) > self.fits:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super()._predict(frames)
+
+
+def test_out_of_memory_halves_the_batch_then_reports(episode, tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path))
+    detector = _SmallGpu(YoloConfig(weights="yolov8n-seg.yaml", imgsz=64, batch=8, device="cpu"))
+    frames = frames_of(episode, 6)
+    assert len(detector.detect(frames)) == 6 and detector._batch == 2
+    detector.fits = 0
+    with pytest.raises(CelmaskError, match="out of memory even one frame at a time"):
+        detector.detect(frames)
