@@ -200,6 +200,22 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from tasks.manifest_validate import validate
+
+    result = validate(args.out)
+    for problem in result.problems:
+        print(problem)
+    verdict = _count(len(result.problems), "problem") if result.problems else "no problems"
+    print(f"{_count(result.episodes, 'episode')}, {_count(result.shots, 'shot')}, {_count(result.rows, 'row')}, "
+          f"{_count(result.masks, 'distinct mask')} checked: {verdict}")
+    return 1 if result.problems else 0
+
+
 PREFECT_QUIET_DEFAULTS = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -320,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     config_options(p)
     p.add_argument("--json", action="store_true", help="print JSON with every keyframe's score components")
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("validate", help="check a mask manifest: schema, masks, boxes, frame ranges, every shot, _SUCCESS.json")
+    p.add_argument("out", help="output directory (OUT) or one episode directory (OUT/<episode_id>)")
+    p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("demo", help="generate a demo episode and run the pipeline on it")
     p.add_argument("--out", default="out/demo", help="demo directory (default out/demo)")

@@ -27,6 +27,7 @@ written last, ``truth.json`` (shots, transitions, flashes, holds); see
 :mod:`tasks.synth.truth` for the conventions.
 """
 
+from tasks.rle import decode_mask
 from tasks.synth.render import RenderedFrame, background_plate, generate_episode, render_frames
 from tasks.synth.timeline import EpisodePlan, plan_episode
 from tasks.synth.truth import (
@@ -34,7 +35,6 @@ from tasks.synth.truth import (
     EpisodeTruthShot,
     EpisodeTruthTrack,
     Truth,
-    decode_mask,
     iter_truth_masks,
     load_truth,
 )

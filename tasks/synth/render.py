@@ -24,6 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from tasks.atomic import write_atomic
+from tasks.rle import encode_mask_fortran
 from tasks.synth.backgrounds import camera_matrix, paint_set
 from tasks.synth.encode import FfmpegWriter
 from tasks.synth.sprites import Sprite, draw_character, paste_sprite
@@ -38,8 +40,6 @@ from tasks.synth.truth import (
     EpisodeTruthTrack,
     MaskWriter,
     Truth,
-    encode_mask_fortran,
-    write_atomic,
 )
 
 WHITEN_KEEP = 0.22

@@ -30,7 +30,6 @@ Conventions:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -40,9 +39,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pycocotools import mask as mask_util
 
 from tasks.errors import CelmaskError
+from tasks.rle import decode_mask
 
 TRUTH_NAME = "truth.json"
 MASKS_NAME = "masks.parquet"
@@ -251,34 +250,7 @@ def load_truth(out_dir: str | Path) -> Truth:
     return truth_from_dict(json.loads(text))
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary name, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 # --------------------------------------------------------------------------- masks
-
-
-def encode_mask(mask: np.ndarray) -> tuple[str, tuple[int, int, int, int]]:
-    """COCO compressed RLE counts string and (x, y, w, h) bbox of a (H, W) bool mask."""
-    return encode_mask_fortran(np.asfortranarray(mask.astype(np.uint8)))
-
-
-def encode_mask_fortran(mask: np.ndarray) -> tuple[str, tuple[int, int, int, int]]:
-    """:func:`encode_mask` for a mask that is already (H, W) uint8 0/1 in Fortran order."""
-    rle = mask_util.encode(mask)
-    x, y, w, h = (int(round(v)) for v in mask_util.toBbox(rle))
-    return rle["counts"].decode("ascii"), (x, y, w, h)
-
-
-def decode_mask(counts: str, height: int, width: int) -> np.ndarray:
-    """(height, width) bool mask from a COCO compressed RLE counts string."""
-    return mask_util.decode({"size": [height, width], "counts": counts.encode("ascii")}).astype(bool)
 
 
 class MaskWriter:

@@ -37,9 +37,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks.atomic import write_atomic
 from tasks.mask_metrics import region_j
+from tasks.rle import encode_mask
 from tasks.synth.seeding import child_rng
-from tasks.synth.truth import MASKS_NAME, MIN_VISIBLE_PIXELS, encode_mask, iter_truth_masks, load_truth, write_atomic
+from tasks.synth.truth import MASKS_NAME, MIN_VISIBLE_PIXELS, iter_truth_masks, load_truth
 
 SUMMARY_KEY = b"celmask.unstable"
 """Parquet metadata key of the JSON ``{"seed", "config", "summary"}``."""

@@ -1,0 +1,45 @@
+"""Files that appear whole or not at all.
+
+Outputs are written to a hidden temporary name beside their final path, flushed to
+disk and renamed over it, so a reader sees the old file or the new one, never half of
+one, and a crash leaves at most a ``.<name>.<pid>-<hex>.partial`` file that no reader
+picks up (dataset readers skip names starting with "."; it does not end in the
+output's extension).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``path`` for writing; when the block ends without
+    an exception it replaces ``path``, otherwise it is removed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+    try:
+        with open(tmp, "xb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power cut
+    finally:
+        os.close(directory)
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary name, so readers never see half a file."""
+    with atomic_file(path) as fh:
+        fh.write(data)
