@@ -1,16 +1,32 @@
 """Weight-free propagation: dense optical flow (OpenCV DIS) carries each mask frame to frame.
 
-Per step, flow is computed both ways between the previous and the current frame on grey
-images at a working width (``FlowConfig.work_width``: DIS cost grows with pixels, and
-anime's flat colour pieces give it nothing to match inside them anyway; the lines, which
-move, carry the motion at any scale). Each object's soft mask is *backward* warped
-(every current pixel samples the previous mask where its flow points), so it cannot
-smear into holes, and a pixel whose flow points off-frame samples 0: an object that
-leaves the frame empties. The forward-backward test (Sundaram et al. 2010) marks flow
-that is not reliable (occlusions, disocclusions, lost texture); there the warp is held
-back and the frame's own detection, when it agrees with the warp, takes over. The soft
-mask is thresholded at 0.5 for output and cut to that support, so it cannot grow
-without limit. Work per object is confined to its box (widened by the largest motion).
+Per step, DIS flow is computed both ways between the previous and the current frame, on
+grey images at a working width (``FlowConfig.work_width``; masks stay at full size).
+Each object's soft mask is *backward* warped: every current pixel samples the previous
+mask where its flow points, so the mask cannot smear into holes, and a pixel whose flow
+points off-frame samples 0, so an object that leaves the frame empties.
+
+A pixel's flow is reliable where it passes the forward-backward test (Sundaram et al.
+2010: |f_bw(x) + f_fw(x + f_bw(x))| small against the flows) and lands on the colour it
+left. Anime needs both halves: inside a flat colour piece DIS has nothing to match and
+both flows are guesses (the test is skipped there; landing on the same colour is all a
+mask needs), while lines move and carry the motion. Where a pixel's flow is unreliable
+(occlusion, a limb redrawn, a jump too large for DIS) it takes the previous mask moved by
+the *object's* move instead, if that explains its colour: the median flow over the
+object, or, when that keeps too few of its colours, where the object's previous look is
+found again nearby (drawings on 2s jump far). Otherwise it fades.
+
+A frame's own detection of the object (a ``Guide``) is fused where it agrees (IoU with
+the warp, or with the whole object moved, at least ``agree_iou``): a pixel-wise blend
+that favours the warp where it is reliable and the detection where it is not, so drift
+is corrected and the mask stays steady. The soft mask is thresholded at 0.5 and cut to
+its support, and parts too small to be the object are dropped, so it neither grows
+without limit nor leaves crumbs at the border. Confidence is how far the *propagation*
+can be trusted: the share of the object's pixels that reliable flow or the object's move
+explained, decayed by the steps since a detection last agreed (flow that drifted onto
+the background can look reliable; only agreement vouches for a mask for long). Where it
+is low and the frame has its own detection, the caller lets the detection stand. Work
+per object is confined to its box widened by the step's largest move.
 
     propagator = FlowPropagator(FlowConfig())
     for masks, confidence in propagator.propagate(frames, key_masks, guides):
@@ -21,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -35,8 +51,12 @@ PRESETS = {
     "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
 }
 """OpenCV DIS presets by name: more patch iterations and finer scales to the right."""
+WELL_EXPLAINED = 0.9
+"""An object move that keeps this share of its pixels' colours needs no search for a better one."""
 TEXTURE_CONTRAST = 16
 """Grey-level range in a 3x3 neighbourhood above which a pixel is on a line or edge."""
+PAIR_SUM = np.ones((1, 2), np.float32)
+"""cv2.transform matrix that adds a 2-channel image's channels."""
 
 
 @dataclass(frozen=True)
@@ -48,23 +68,28 @@ class FlowConfig:
     fb_relative: float = 0.01
     fb_absolute: float = 0.5
     """Flow at a pixel is unreliable when |f_bw(x) + f_fw(x + f_bw(x))|^2 exceeds
-    ``fb_relative * (|f_bw|^2 + |f_fw|^2) + fb_absolute`` (pixels at working size)."""
-    unreliable_keep: float = 0.9
-    """Share of the warped mask kept per step where flow is unreliable (occlusions fade out)."""
-    agree_iou: float = 0.5
-    """A detection is fused only where its IoU with the warped mask is at least this."""
-    warp_weight: float = 0.75
+    ``fb_relative * (|f_bw|^2 + |f_fw|^2) + fb_absolute`` (squared pixels at working size)."""
+    unreliable_keep: float = 0.5
+    """Share of the warped mask kept where neither the flow nor the object's move explains
+    a pixel (0.5 and below: such pixels leave the mask at once)."""
+    agree_iou: float = 0.3
+    """A detection is fused only when its IoU with the warped mask (or with the whole
+    object moved) is at least this."""
+    warp_weight: float = 0.6
     warp_weight_unreliable: float = 0.2
     """Weight of the warp against an agreeing detection, where flow is reliable / unreliable."""
     confidence_decay: float = 0.97
     """Confidence factor per step since the last agreeing detection."""
-    colour_tolerance: float = 40.0
+    colour_tolerance: float = 24.0
     """Flow (or a move) is trusted only where it lands on the colour it left: no RGB channel
     differs by more than this (0-255). Anime's flat colours make this a sharp test."""
-    search: float = 0.15
+    search: float = 0.25
     """How far (share of the frame's width) an object's look is searched for when flow misses a large move."""
+    min_part: float = 0.01
     min_area: int = 20
-    """Masks with fewer pixels are emptied (an object that left the frame leaves no crumbs)."""
+    """Connected parts of a mask smaller than ``min_part`` of its keyframe area (or than
+    ``min_area`` pixels) are dropped: flow leaves crumbs on the background, and an object
+    that leaves the frame must end empty, not stuck at the border."""
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -78,11 +103,11 @@ class FlowConfig:
         for name, value in shares.items():
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"flow {name} must be in [0, 1], got {value}")
-        if min(self.fb_relative, self.fb_absolute, self.colour_tolerance, self.min_area) < 0:
-            raise ValueError("flow fb_relative, fb_absolute, colour_tolerance and min_area must be >= 0")
+        if min(self.fb_relative, self.fb_absolute, self.colour_tolerance, self.min_part, self.min_area) < 0:
+            raise ValueError("flow fb_relative, fb_absolute, colour_tolerance, min_part and min_area must be >= 0")
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Track:
     """One object's state between steps: its soft mask inside a box of the frame."""
 
@@ -90,7 +115,11 @@ class _Track:
     """(h, w) float32 in [0, 1], the mask's support and a 1-pixel soft rim."""
     y0: int
     x0: int
-    steps_since_agreement: int = 0
+    steps_since_agreement: int
+    min_part: int
+    """Pixels a connected part needs to be kept."""
+    motion: tuple[float, float] = (0.0, 0.0)
+    """The object's last move (dx, dy) in frame pixels."""
 
 
 class FlowPropagator:
@@ -114,11 +143,12 @@ class FlowPropagator:
         frame_size = masks.shape[1:]
         dis = cv2.DISOpticalFlow_create(PRESETS[cfg.preset])
         work = _work_size(frame_size, cfg.work_width)
-        tracks = [_crop(m.astype(np.float32), 0, 0, 0) for m in masks]
+        tracks = [_start(m, cfg) for m in masks]
+        grid = np.dstack(np.meshgrid(np.arange(work[1], dtype=np.float32), np.arange(work[0], dtype=np.float32)))
         previous = _shrink(frames[0], work)
         for t in range(1, len(frames)):
             current = _shrink(frames[t], work)
-            pair = _flow_pair(dis, previous, current, frame_size, cfg)
+            pair = _flow_pair(dis, previous, current, frame_size, grid, cfg)
             guide = guides[t] if guides is not None else None
             out = np.zeros(masks.shape, bool)
             confidence = np.zeros(len(masks), np.float32)
@@ -162,34 +192,47 @@ class _Pair:
     current: np.ndarray
     """(h, w, 3) uint8 RGB at working size."""
     backward: np.ndarray
+    """(h, w, 3) float32 at working size: x and y displacement (current -> previous) in
+    *frame* pixels, then its reliability, 0 or 1."""
     forward: np.ndarray
-    """(h, w, 3) float32 at working size: x and y displacement in *frame* pixels (current
-    -> previous, previous -> current), then its reliability, 0 or 1."""
+    """(h, w, 2) float32 at working size: x and y displacement (previous -> current) in frame pixels."""
     frame_size: tuple[int, int]
     reach: int
     """Largest displacement in frame pixels, rounded up: how far a mask can move this step."""
     colour_tolerance: float
 
-    def sample(self, data: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
-        """``data`` (at working size) at the frame pixels [top, bottom) x [left, right)."""
-        h, w = data.shape[:2]
-        if (h, w) == self.frame_size:
-            return data[top:bottom, left:right]
-        sy, sx = h / self.frame_size[0], w / self.frame_size[1]
-        xs = ((np.arange(left, right, dtype=np.float32) + 0.5) * sx - 0.5)[None, :]
-        ys = ((np.arange(top, bottom, dtype=np.float32) + 0.5) * sy - 0.5)[:, None]
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Working size over frame size, (x, y)."""
+        h, w = self.current.shape[:2]
+        return w / self.frame_size[1], h / self.frame_size[0]
+
+    def sample(self, data: np.ndarray, top: int, bottom: int, left: int, right: int,
+               origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+        """``data``, a working-size array whose pixel (0, 0) is the working frame's pixel
+        ``origin`` (y, x), at the frame pixels [top, bottom) x [left, right)."""
+        sx, sy = self.scale
+        if sx == sy == 1:
+            return data[top - origin[0] : bottom - origin[0], left - origin[1] : right - origin[1]]
+        xs = ((np.arange(left, right, dtype=np.float32) + 0.5) * np.float32(sx) - (0.5 + origin[1]))[None, :]
+        ys = ((np.arange(top, bottom, dtype=np.float32) + 0.5) * np.float32(sy) - (0.5 + origin[0]))[:, None]
         shape = (bottom - top, right - left)
         map_x, map_y = np.broadcast_to(xs, shape).copy(), np.broadcast_to(ys, shape).copy()
         return cv2.remap(data, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
-    def shift_agrees(self, dx: float, dy: float) -> np.ndarray:
-        """(h, w) float32 at working size: 1 where the current frame has the colour the
-        previous one has ``(dx, dy)`` frame pixels back, i.e. where a move by (dx, dy) explains it."""
+    def move_explains(self, top: int, bottom: int, left: int, right: int, dx: float, dy: float) -> np.ndarray:
+        """(bottom - top, right - left) float32: 1 at the frame pixels where the current
+        frame has the colour the previous one has (dx, dy) back, i.e. a move by (dx, dy)
+        explains it. Compared at working size, like the flow."""
+        sx, sy = self.scale
         h, w = self.current.shape[:2]
-        sy, sx = h / self.frame_size[0], w / self.frame_size[1]
-        shift = np.float32([[1, 0, dx * sx], [0, 1, dy * sy]])
-        moved = cv2.warpAffine(self.previous, shift, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return _same_colour(self.current, moved, self.colour_tolerance)
+        w_top, w_left = max(math.floor(top * sy) - 1, 0), max(math.floor(left * sx) - 1, 0)
+        w_bottom, w_right = min(math.ceil(bottom * sy) + 1, h), min(math.ceil(right * sx) + 1, w)
+        shift = np.float32([[1, 0, w_left - dx * sx], [0, 1, w_top - dy * sy]])
+        before = cv2.warpAffine(self.previous, shift, (w_right - w_left, w_bottom - w_top),
+                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        same = _same_colour(self.current[w_top:w_bottom, w_left:w_right], before, self.colour_tolerance)
+        return self.sample(same, top, bottom, left, right, (w_top, w_left))
 
 
 def _same_colour(a: np.ndarray, b: np.ndarray, tolerance: float) -> np.ndarray:
@@ -200,22 +243,22 @@ def _same_colour(a: np.ndarray, b: np.ndarray, tolerance: float) -> np.ndarray:
 
 
 def _flow_pair(
-    dis: cv2.DISOpticalFlow, previous: np.ndarray, current: np.ndarray, frame_size: tuple[int, int], cfg: FlowConfig
+    dis: cv2.DISOpticalFlow, previous: np.ndarray, current: np.ndarray, frame_size: tuple[int, int], grid: np.ndarray,
+    cfg: FlowConfig,
 ) -> _Pair:
-    """DIS flow both ways between two working-size frames, each direction with its
-    forward-backward and colour reliability."""
+    """DIS flow both ways between two working-size frames; the backward flow (the one
+    masks are warped with) gets its forward-backward and colour reliability."""
     grey_previous = cv2.cvtColor(previous, cv2.COLOR_RGB2GRAY)
     grey_current = cv2.cvtColor(current, cv2.COLOR_RGB2GRAY)
     forward = dis.calc(grey_previous, grey_current, None)
     backward = dis.calc(grey_current, grey_previous, None)
     h, w = grey_current.shape
-    scale = np.float32([w / frame_size[1], h / frame_size[0]])
-    reach = math.ceil(float(max(np.abs(forward).max(initial=0.0), np.abs(backward).max(initial=0.0)) / scale.min())) + 1
+    to_frame = (frame_size[1] / w, frame_size[0] / h, 0.0, 0.0)
+    largest = max(abs(v) for flow in (forward, backward) for v in cv2.minMaxLoc(flow.reshape(-1))[:2])
+    reliable = _reliable(backward, forward, current, previous, _textured(grey_current), grid, cfg)
     return _Pair(
-        previous, current,
-        np.dstack([backward / scale, _reliable(backward, forward, current, previous, _textured(grey_current), cfg)]),
-        np.dstack([forward / scale, _reliable(forward, backward, previous, current, _textured(grey_previous), cfg)]),
-        frame_size, reach, cfg.colour_tolerance,
+        previous, current, cv2.merge([cv2.multiply(backward, to_frame), reliable]), cv2.multiply(forward, to_frame),
+        frame_size, math.ceil(largest * max(to_frame)) + 1, cfg.colour_tolerance,
     )
 
 
@@ -227,7 +270,8 @@ def _textured(grey: np.ndarray) -> np.ndarray:
 
 
 def _reliable(
-    flow: np.ndarray, other: np.ndarray, here: np.ndarray, there: np.ndarray, textured: np.ndarray, cfg: FlowConfig
+    flow: np.ndarray, other: np.ndarray, here: np.ndarray, there: np.ndarray, textured: np.ndarray, grid: np.ndarray,
+    cfg: FlowConfig,
 ) -> np.ndarray:
     """(h, w) float32, 1 where ``flow`` (from image ``here`` to ``there``) is trusted: it stays in
     the frame, the colour it lands on is the colour it left, and, where ``here`` has texture,
@@ -235,19 +279,15 @@ def _reliable(
     their magnitudes). Inside flat pieces the forward-backward test fails at random (both
     flows are guesses) while landing on the same colour is all a mask needs."""
     h, w = flow.shape[:2]
-    tx = np.arange(w, dtype=np.float32)[None, :] + flow[..., 0]
-    ty = np.arange(h, dtype=np.float32)[:, None] + flow[..., 1]
-    back = cv2.remap(other, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    error = _squared_length(flow + back)
-    bound = cfg.fb_relative * (_squared_length(flow) + _squared_length(back)) + cfg.fb_absolute
-    inside = (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
-    landed = cv2.remap(there, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return (((error <= bound) | ~textured) & inside).astype(np.float32) * _same_colour(here, landed, cfg.colour_tolerance)
-
-
-def _squared_length(vectors: np.ndarray) -> np.ndarray:
-    x, y = vectors[..., 0], vectors[..., 1]
-    return x * x + y * y
+    target = cv2.add(flow, grid)
+    back = cv2.remap(other, target, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    loop = cv2.add(flow, back)
+    error = cv2.transform(cv2.multiply(loop, loop), PAIR_SUM)
+    size = cv2.transform(cv2.add(cv2.multiply(flow, flow), cv2.multiply(back, back)), PAIR_SUM)
+    consistent = error <= np.float32(cfg.fb_relative) * size + np.float32(cfg.fb_absolute)
+    inside = cv2.inRange(target, (0.0, 0.0), (w - 1.0, h - 1.0)).view(bool)
+    landed = cv2.remap(there, target, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return ((consistent | ~textured) & inside).astype(np.float32) * _same_colour(here, landed, cfg.colour_tolerance)
 
 
 def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -257,46 +297,71 @@ def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def _object_motion(track: _Track, pair: _Pair, search: float) -> tuple[float, float]:
-    """The object's own move this step, in frame pixels. Two guesses: the median forward
-    flow over its pixels (where reliable, if enough are), and where its previous look
-    matches best in the current frame within ``search`` (share of the width) of where it
-    was, which finds the large moves DIS misses (a drawing on 2s jumps far). The guess
-    under which more of its pixels keep their colour wins."""
+    """The object's own move this step, in frame pixels. Guesses, each taken when it
+    keeps most of the object's colours, else the one that keeps the most: the median
+    forward flow over its pixels; its last move again (what carries it out of the frame,
+    where its look can no longer be matched whole); where its previous look matches best
+    in the current frame within ``search`` (share of the width) of where it was, which
+    finds the large moves DIS misses (a drawing on 2s can jump far)."""
     h, w = track.soft.shape
-    flow = pair.sample(pair.forward, track.y0, track.y0 + h, track.x0, track.x0 + w)
-    inside = track.soft > 0.5
-    trusted = inside & (flow[..., 2] > 0.5)
-    vectors = flow[..., :2][trusted if np.count_nonzero(trusted) * 4 >= np.count_nonzero(inside) else inside]
-    guesses = [tuple(np.median(vectors, axis=0))]
     work_h, work_w = pair.current.shape[:2]
-    sy, sx = work_h / pair.frame_size[0], work_w / pair.frame_size[1]
+    sx, sy = pair.scale
     top, left = int(track.y0 * sy), int(track.x0 * sx)
     size = (max(1, round(w * sx)), max(1, round(h * sy)))
     mask = cv2.resize(track.soft, size, interpolation=cv2.INTER_AREA)[: work_h - top, : work_w - left] > 0.5
     look = pair.previous[top : top + mask.shape[0], left : left + mask.shape[1]]
-    if np.count_nonzero(mask) >= 16:
-        radius = max(2, round(search * work_w))
-        s_top, s_left = max(top - radius, 0), max(left - radius, 0)
-        region = pair.current[s_top : top + mask.shape[0] + radius, s_left : left + mask.shape[1] + radius]
-        score = cv2.matchTemplate(region, look, cv2.TM_SQDIFF, mask=mask.view(np.uint8))
-        _, _, (mx, my), _ = cv2.minMaxLoc(score)
-        guesses.append(((s_left + mx - left) / sx, (s_top + my - top) / sy))
-    agreement = [_kept_colour(look, mask, pair.current, top, left, dx * sx, dy * sy, pair.colour_tolerance)
-                 for dx, dy in guesses]
-    dx, dy = guesses[int(np.argmax(agreement))]
-    return float(dx), float(dy)
+    flow = pair.forward[top : top + mask.shape[0], left : left + mask.shape[1]]
+    if not mask.any():  # too thin to show at working size: its box stands in for it
+        mask = np.ones_like(mask)
+
+    def kept(move: tuple[float, float]) -> float:
+        return _kept_colour(look, mask, pair.current, top, left, move[0] * sx, move[1] * sy, pair.colour_tolerance)
+
+    guesses = [tuple(float(v) for v in np.median(flow[mask], axis=0)), track.motion]
+    scores = []
+    for guess in guesses:
+        scores.append(kept(guess))
+        if scores[-1] >= WELL_EXPLAINED or np.count_nonzero(mask) < 16:
+            return guess
+    radius = max(2, round(search * work_w))
+    s_top, s_left = max(top - radius, 0), max(left - radius, 0)
+    region = pair.current[s_top : top + mask.shape[0] + radius, s_left : left + mask.shape[1] + radius]
+    mx, my = _best_match(region, look, mask)
+    guesses.append(((s_left + mx - left) / sx, (s_top + my - top) / sy))
+    scores.append(kept(guesses[-1]))
+    return guesses[int(np.argmax(scores))]
 
 
-def _kept_colour(look: np.ndarray, mask: np.ndarray, image: np.ndarray, top: int, left: int, dx: float, dy: float,
-                 tolerance: float) -> float:
+def _best_match(region: np.ndarray, look: np.ndarray, mask: np.ndarray, coarse: int = 2) -> tuple[int, int]:
+    """(x, y) in ``region`` where ``look`` (its ``mask`` pixels) fits best (least squared
+    difference): searched at 1/``coarse`` size, then refined at full size around that."""
+    h, w = mask.shape
+    mask8 = mask.view(np.uint8)
+    x, y = 0, 0
+    if min(h, w) >= 4 * coarse:
+        def shrink(a: np.ndarray) -> np.ndarray:
+            return cv2.resize(a, (a.shape[1] // coarse, a.shape[0] // coarse), interpolation=cv2.INTER_AREA)
+
+        score = cv2.matchTemplate(shrink(region), shrink(look), cv2.TM_SQDIFF, mask=shrink(mask.astype(np.float32)))
+        _, _, (x, y), _ = cv2.minMaxLoc(score)
+        x, y = max(x * coarse - coarse, 0), max(y * coarse - coarse, 0)
+        region = region[y : y + h + 2 * coarse, x : x + w + 2 * coarse]
+    score = cv2.matchTemplate(region, look, cv2.TM_SQDIFF, mask=mask8)
+    _, _, (fx, fy), _ = cv2.minMaxLoc(score)
+    return x + fx, y + fy
+
+
+def _kept_colour(
+    look: np.ndarray, mask: np.ndarray, image: np.ndarray, top: int, left: int, dx: float, dy: float, tolerance: float
+) -> float:
     """Share of the ``mask`` pixels of ``look`` (placed at top, left) whose colour ``image``
     has ``(dx, dy)`` further on; pixels moved out of the frame count as kept (they left)."""
     h, w = mask.shape
     xs = np.broadcast_to(np.arange(left, left + w, dtype=np.float32)[None, :] + np.float32(dx), (h, w)).copy()
     ys = np.broadcast_to(np.arange(top, top + h, dtype=np.float32)[:, None] + np.float32(dy), (h, w)).copy()
     moved = cv2.remap(image, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    kept = (_same_colour(look, moved, tolerance) > 0) | (xs < 0) | (xs > image.shape[1] - 1) | (ys < 0) | (ys > image.shape[0] - 1)
-    return float(kept[mask].mean())
+    outside = (xs < 0) | (xs > image.shape[1] - 1) | (ys < 0) | (ys > image.shape[0] - 1)
+    return float(((_same_colour(look, moved, tolerance) > 0) | outside)[mask].mean())
 
 
 def _step(
@@ -310,7 +375,7 @@ def _step(
     share of the flow's answer."""
     steps = track.steps_since_agreement + 1
     if track.soft.size == 0:  # gone (left the frame): nothing to carry, nothing to agree with
-        return _Track(track.soft, track.y0, track.x0, steps), cfg.confidence_decay**steps
+        return replace(track, steps_since_agreement=steps), cfg.confidence_decay**steps
     height, width = pair.frame_size
     dx, dy = _object_motion(track, pair, cfg.search)
     reach = max(pair.reach, math.ceil(max(abs(dx), abs(dy))) + 1)
@@ -325,36 +390,57 @@ def _step(
     backward = pair.sample(pair.backward, top, bottom, left, right)
     xs = np.arange(left - track.x0, right - track.x0, dtype=np.float32)[None, :]
     ys = np.arange(top - track.y0, bottom - track.y0, dtype=np.float32)[:, None]
-    dense = _warp(track.soft, xs + backward[..., 0], ys + backward[..., 1])
-    rigid = _warp(track.soft, np.broadcast_to(xs - dx, dense.shape), np.broadcast_to(ys - dy, dense.shape))
+    dense = cv2.remap(track.soft, xs + backward[..., 0], ys + backward[..., 1], cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    move = np.float32([[1, 0, left - track.x0 - dx], [0, 1, top - track.y0 - dy]])
+    rigid = cv2.warpAffine(track.soft, move, dense.shape[::-1], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     reliable = backward[..., 2]
-    explained = pair.sample(pair.shift_agrees(dx, dy), top, bottom, left, right)
-    soft = reliable * dense + (1.0 - reliable) * (explained * rigid + (1.0 - explained) * cfg.unreliable_keep * dense)
+    explained = pair.move_explains(top, bottom, left, right, dx, dy)
+    fallback = dense * np.float32(cfg.unreliable_keep)
+    fallback += explained * (rigid - fallback)
+    soft = fallback + reliable * (dense - fallback)
     trust = reliable + (1.0 - reliable) * explained
     if detected is not None:
         crop = detected[top:bottom, left:right]
-        if mask_iou((soft > 0.5)[None], crop[None])[0, 0] >= cfg.agree_iou:
+        expected = np.stack([soft > 0.5, rigid > 0.5])  # the flow's answer, and the whole object moved
+        if mask_iou(expected, crop[None]).max() >= cfg.agree_iou:
             weight = cfg.warp_weight_unreliable + (cfg.warp_weight - cfg.warp_weight_unreliable) * trust
             soft = weight * soft + (1.0 - weight) * crop
             steps = 0
-    binary = soft > 0.5
-    if np.count_nonzero(binary) < max(cfg.min_area, 1):
-        return _Track(np.zeros((0, 0), np.float32), top, left, steps), cfg.confidence_decay**steps
+    binary = _drop_small_parts(soft, track.min_part)
+    if not binary.any():
+        gone = replace(track, soft=np.zeros((0, 0), np.float32), steps_since_agreement=steps)
+        return gone, cfg.confidence_decay**steps
     out[top:bottom, left:right] = binary
-    return _crop(soft, top, left, steps), float(trust[binary].mean()) * cfg.confidence_decay**steps
+    confidence = float(trust[binary].mean()) * cfg.confidence_decay**steps
+    return replace(_crop(soft, top, left, steps, track.min_part), motion=(dx, dy)), confidence
 
 
-def _warp(soft: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
-    """``soft`` sampled at (map_x, map_y), 0 outside it."""
-    return cv2.remap(soft, np.ascontiguousarray(map_x, np.float32), np.ascontiguousarray(map_y, np.float32),
-                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+def _drop_small_parts(soft: np.ndarray, min_part: int) -> np.ndarray:
+    """``soft > 0.5`` without its connected parts of fewer than ``min_part`` pixels, which
+    are zeroed in ``soft`` too."""
+    binary = soft > 0.5
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8)
+    small = stats[:, cv2.CC_STAT_AREA] < min_part
+    small[0] = False  # the background
+    if small.any():
+        drop = small[labels]
+        soft[drop] = 0.0
+        binary &= ~drop
+    return binary
 
 
-def _crop(soft: np.ndarray, y0: int, x0: int, steps: int) -> _Track:
+def _start(mask: np.ndarray, cfg: FlowConfig) -> _Track:
+    min_part = max(cfg.min_area, math.ceil(cfg.min_part * np.count_nonzero(mask)), 1)
+    return _crop(mask.astype(np.float32), 0, 0, 0, min_part)
+
+
+def _crop(soft: np.ndarray, y0: int, x0: int, steps: int, min_part: int) -> _Track:
     """A track holding the support (soft > 0.5) of ``soft``, placed at (y0, x0), and a 1-pixel rim."""
     top, bottom, left, right = _box(soft > 0.5)
     if bottom == top:
-        return _Track(np.zeros((0, 0), np.float32), y0, x0, steps)
+        return _Track(np.zeros((0, 0), np.float32), y0, x0, steps, min_part)
     top, left = max(top - 1, 0), max(left - 1, 0)
     bottom, right = min(bottom + 1, soft.shape[0]), min(right + 1, soft.shape[1])
-    return _Track(np.ascontiguousarray(soft[top:bottom, left:right]), y0 + top, x0 + left, steps)
+    return _Track(np.ascontiguousarray(soft[top:bottom, left:right]), y0 + top, x0 + left, steps, min_part)
