@@ -8,9 +8,10 @@ from), two per-frame detectors feed the same pipeline:
   dilated / chopped masks, false positives, confidence that follows quality only
   loosely; tasks/synth/unstable.py), read through ``detector=file``;
 
-and each runs four configurations: per-frame detection alone (the baseline),
-+ propagation, + propagation + refinement, and the last with the keyframe chosen
-by confidence alone. Printed per row: mean J, F and J&F against the truth after
+and each runs five configurations: detection on every frame (the per-frame
+baseline), detection once per unique drawing (held frames copy it), + propagation,
++ propagation + refinement, and the last with the keyframe chosen by confidence
+alone. Printed per row: mean J, F and J&F against the truth after
 matching tracks, flicker on held drawings (0 is perfect), false-positive tracks,
 frames per second overall and per stage; then the model calls held frames saved.
 
@@ -35,6 +36,7 @@ from tasks.synth.suite import ensure_episode  # noqa: E402
 from tasks.synth.unstable import UnstableConfig, read_unstable_summary, write_unstable_detections  # noqa: E402
 
 CONFIGS = {
+    "detector on every frame": ["propagator=none", "refiner=none", "hold_reuse=false"],
     "detector only": ["propagator=none", "refiner=none"],
     "+ propagation": ["propagator=flow", "refiner=none"],
     "+ propagation + refinement": ["propagator=flow", "refiner=pieces"],

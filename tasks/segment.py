@@ -86,9 +86,12 @@ def work_size(source: tuple[int, int], long_side: int) -> tuple[int, int]:
     return max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)
 
 
-def unique_drawings(frames: Iterator[Frame], hold: HoldConfig) -> tuple[list[Frame], list[int], list[float], list[int]]:
+def unique_drawings(
+    frames: Iterator[Frame], hold: HoldConfig | None
+) -> tuple[list[Frame], list[int], list[float], list[int]]:
     """The frames that show a new drawing, and for every frame its index, time and the
-    drawing it shows. Held frames are dropped as they stream by."""
+    drawing it shows. Held frames are dropped as they stream by; ``hold=None`` keeps
+    every frame as its own drawing."""
     kept: list[Frame] = []
     indices, times, drawing = [], [], []
     previous = None
@@ -96,7 +99,7 @@ def unique_drawings(frames: Iterator[Frame], hold: HoldConfig) -> tuple[list[Fra
         grey = cv2.cvtColor(frame.image, cv2.COLOR_RGB2GRAY)
         h, w = grey.shape
         small = cv2.resize(grey, (HOLD_ANALYSIS_WIDTH, max(1, round(HOLD_ANALYSIS_WIDTH * h / w))), interpolation=cv2.INTER_AREA)
-        if previous is None or block_change(previous, small, hold.block) > hold.threshold:
+        if hold is None or previous is None or block_change(previous, small, hold.block) > hold.threshold:
             kept.append(frame)
         previous = small
         indices.append(frame.index)
@@ -144,7 +147,7 @@ def segment_shot(
     report("decode")
     info = probe(video)
     width, height = work_size(output_size(info, None, None), config.work_size)
-    hold = HoldConfig(config.hold_threshold, config.hold_block)
+    hold = HoldConfig(config.hold_threshold, config.hold_block) if config.hold_reuse else None
     kept, indices, times, drawing = unique_drawings(
         iter_frames(video, start=shot.start, end=shot.end, width=width, height=height), hold
     )

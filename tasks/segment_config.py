@@ -59,6 +59,9 @@ class SegmentConfig:
     """Drawings either side a candidate's agreement is measured against."""
     work_size: int = 960
     """Long side (pixels) frames are segmented at; larger sources are scaled down."""
+    hold_reuse: bool = True
+    """Run the models once per unique drawing and copy to held frames; false runs them on
+    every frame (the per-frame baseline: slower, and it flickers on held drawings)."""
     hold_threshold: float = HOLD_THRESHOLD
     """Largest block change (grey levels) of a frame that still shows the previous drawing."""
     hold_block: int = HOLD_BLOCK

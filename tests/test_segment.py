@@ -73,6 +73,8 @@ def test_held_frames_share_their_drawing_and_stages_switched_off_leave_no_trace(
     for inst in result.instances:
         assert set(inst.data["source"].tolist()) <= {SOURCES.index("detected")}
         assert not inst.data["is_keyframe"].any()
+    every = segment_shot(episode / "episode.mp4", shot, config(episode, "propagator=none", "refiner=none", "hold_reuse=false"))
+    assert every.model_calls_saved == 0 and len(every.instances) == len(every.frame_indices)
 
 
 def test_propagation_records_keyframes_and_sources(episode):
