@@ -4,7 +4,8 @@
 #   ./dev.sh test [ARGS]    set up, then run the test suite (ARGS go to pytest)
 #   ./dev.sh setup          set up only
 # Set-up is idempotent: the environment lives in .venv/ and is reinstalled only
-# when pyproject.toml changes; ffmpeg is installed from Debian when missing.
+# when pyproject.toml changes; ffmpeg is installed from Debian when missing, and for
+# the tests Chromium too (the QC report is checked in a headless browser).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -22,6 +23,19 @@ ensure_ffmpeg() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null
     else
         die "ffmpeg is not installed; install it first (Debian/Ubuntu: sudo apt-get install ffmpeg; macOS: brew install ffmpeg), then run ./dev.sh again"
+    fi
+}
+
+ensure_chromium() {
+    if command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null; then
+        return
+    fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        say "chromium: missing, installing the Debian package (the QC report test opens it headless)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        say "chromium: not installed; the QC report browser test will skip (Debian: sudo apt-get install chromium)"
     fi
 }
 
@@ -54,6 +68,6 @@ job=${1:-}
 case "$job" in
     setup) ensure_ffmpeg; ensure_venv ;;
     demo)  ensure_ffmpeg; ensure_venv; say "running: celmask demo $*"; exec .venv/bin/celmask demo "$@" ;;
-    test)  ensure_ffmpeg; ensure_venv; say "running: pytest $*"; exec .venv/bin/python -m pytest "$@" ;;
+    test)  ensure_ffmpeg; ensure_chromium; ensure_venv; say "running: pytest $*"; exec .venv/bin/python -m pytest "$@" ;;
     *)     die "usage: ./dev.sh demo | test [pytest args] | setup" ;;
 esac

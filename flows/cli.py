@@ -216,6 +216,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if result.problems else 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from tasks.exports import export
+
+    for e in export(args.out, args.format, episode=args.episode, to=args.to, video=args.video):
+        print(f"{e.episode_id}: wrote {e.path} ({_count(e.files, 'file')}, {e.bytes / 1e6:.1f} MB) in {e.seconds:.1f} s")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tasks.report import write_report
+
+    print(write_report(args.episode, args.video))
+    return 0
+
+
 PREFECT_QUIET_DEFAULTS = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -340,6 +355,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a mask manifest: schema, masks, boxes, frame ranges, every shot, _SUCCESS.json")
     p.add_argument("out", help="output directory (OUT) or one episode directory (OUT/<episode_id>)")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("export", help="export masks: PNG sequences, palette PNGs, RGBA cut-outs, COCO, YouTube-VIS, preview videos")
+    p.add_argument("out", help="output directory (OUT) or one episode directory (OUT/<episode_id>)")
+    p.add_argument("--format", required=True, metavar="FORMAT",
+                   help="png: a 1-bit PNG per track and frame; palette: a DAVIS palette PNG per frame; cutouts: RGBA "
+                        "characters per drawing; coco / ytvis: instances.json; preview: an mp4 per shot with the masks drawn")
+    p.add_argument("--episode", help="export only this episode id")
+    p.add_argument("--to", help="write into TO/<episode_id>/<format>/ (default OUT/<episode_id>/exports/<format>/)")
+    p.add_argument("--video", help="the episode's source video (cutouts and preview need its pixels; checked by fingerprint)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", help="write an episode's visual QC report (static HTML) and print the path of its index.html")
+    p.add_argument("episode", help="one episode directory (OUT/<episode_id>)")
+    p.add_argument("--video", help="the episode's source video, for contact sheets of real frames (default: masks on grey)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="generate a demo episode and run the pipeline on it")
     p.add_argument("--out", default="out/demo", help="demo directory (default out/demo)")
