@@ -12,15 +12,21 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'dev.sh: %s\n' "$*" >&2; exit 1; }
 
+can_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
+
+apt_install() {  # PACKAGE WHY
+    say "$1: missing, installing the Debian package$2"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+}
+
 ensure_ffmpeg() {
     if command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null; then
         say "ffmpeg: $(command -v ffmpeg) (present)"
         return
     fi
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        say "ffmpeg: missing, installing the Debian package"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null
+    if can_apt; then
+        apt_install ffmpeg ""
     else
         die "ffmpeg is not installed; install it first (Debian/Ubuntu: sudo apt-get install ffmpeg; macOS: brew install ffmpeg), then run ./dev.sh again"
     fi
@@ -30,10 +36,8 @@ ensure_chromium() {
     if command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null; then
         return
     fi
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        say "chromium: missing, installing the Debian package (the QC report test opens it headless)"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    if can_apt; then
+        apt_install chromium " (the QC report test opens it headless)"
     else
         say "chromium: not installed; the QC report browser test will skip (Debian: sudo apt-get install chromium)"
     fi
