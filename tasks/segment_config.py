@@ -28,8 +28,8 @@ class SegmentConfig:
     """YOLO -seg weights: a .pt path, or builtin (celmask's detector trained on generated data)."""
     detector_path: str | None = None
     """Parquet of per-frame detections for detector=file."""
-    detector_imgsz: int = 320
-    """Inference image size (the builtin detector was trained at 320)."""
+    detector_imgsz: int = 416
+    """Inference image size (the builtin detector was fine-tuned at 416)."""
     detector_conf: float = 0.25
     """Minimum detection confidence."""
     detector_iou: float = 0.7

@@ -101,6 +101,14 @@ def test_same_input_same_masks(episode):
         assert np.array_equal(x.mask, y.mask) and np.array_equal(x.track_id, y.track_id) and np.array_equal(x.score, y.score)
 
 
+def test_the_builtin_detector_finds_the_characters(episode):
+    shot, _ = shot_of(episode, "busy")
+    result = segment_shot(episode / "episode.mp4", shot, load_config(SegmentConfig(), None, []))
+    assert result.model_ids["detector"].startswith("yolo:detector.pt@sha256:")
+    score = scored(episode, result, shot)
+    assert score.j > 0.6 and score.fp_tracks <= 1, (score.j, score.fp_tracks)
+
+
 def test_a_shot_without_characters_is_empty_not_an_error(episode):
     shot, _ = shot_of(episode, "empty")
     result = segment_shot(episode / "episode.mp4", shot, config(episode))
