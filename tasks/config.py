@@ -46,7 +46,7 @@ def _hints(cls: type) -> dict[str, Any]:
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     """Dotted key -> value for every setting of a config dataclass (JSON types)."""
     out: dict[str, Any] = {}
-    for name, f in _fields(config).items():
+    for name in _fields(config):
         value = getattr(config, name)
         if dataclasses.is_dataclass(value):
             out.update(flatten(value, f"{prefix}{name}."))
