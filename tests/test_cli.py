@@ -106,3 +106,26 @@ def test_bad_size_option_is_one_line(tmp_path):
     done = celmask("synth", tmp_path / "x", "--size", "big")
     assert done.returncode == 2 and done.stderr.startswith("celmask: error: --size:")
     assert not (tmp_path / "x").exists()
+
+
+def test_segment_summarises_the_tracks_of_a_shot(episode):
+    result = celmask("segment", episode / "episode.mp4", "--frames", "0:24", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["frames"] == 24 and report["drawings"] + report["model_calls_saved"] == 24
+    assert report["models"]["detector"].startswith("yolo:detector.pt@sha256:")
+    for track in report["tracks"].values():
+        assert track["keyframes"] and set(track["keyframes"][0]["components"]) >= {"confidence", "quality", "agreement"}
+
+
+def test_config_lists_every_key_and_rejects_unknown_ones():
+    listed = celmask("config", "--set", "refiner=none", "--json")
+    assert listed.returncode == 0
+    config = json.loads(listed.stdout)["config"]
+    assert config["refiner"] == "none" and config["detector.weights"] == "builtin"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for key in ("detector", "detector.weights", "detector.path", "propagator", "propagator.weights", "refiner",
+                "refiner.checkpoint", "keyframe", "work_size"):
+        assert f"`{key}`" in readme, key  # the README's table documents the main keys
+    bad = celmask("config", "--set", "refinr=none")
+    assert bad.returncode == 2 and bad.stdout == "" and "did you mean refiner" in bad.stderr
