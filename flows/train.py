@@ -15,7 +15,6 @@ Everything lands in ``OUT``: ``dataset/`` (images, labels, manifests, data.yaml)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -26,20 +25,13 @@ from pathlib import Path
 
 from prefect import flow, task
 
+from models.detector import file_sha256
 from models.training import DEFAULT_MODEL, evaluate_detector, train_detector
 from tasks.composites import build_dataset
 
 build_dataset_task = task(build_dataset, name="build-dataset")
 train_detector_task = task(train_detector, name="train-detector")
 evaluate_task = task(evaluate_detector, name="evaluate", task_run_name="evaluate-{split}")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @flow(name="train")
@@ -90,7 +82,7 @@ def train(
     dataset = json.loads((Path(data_yaml).parent / "dataset.json").read_text())
     metrics = {
         "weights": str(target),
-        "sha256": _sha256(target),
+        "sha256": file_sha256(target),
         "model": model,
         "parameters": {
             "images": images,

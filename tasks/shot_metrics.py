@@ -38,15 +38,13 @@ def boundaries(shots: Sequence[_ShotLike]) -> list[Boundary]:
     return [Boundary(s.start, s.transition_start, s.transition_end, s.transition) for s in shots[1:]]
 
 
-@dataclass(frozen=True)
-class CutScore:
+class _PrecisionRecall:
+    """Precision and recall from true/false positive and false negative counts (1.0
+    where there is nothing to count)."""
+
     true_positives: int
     false_positives: int
     false_negatives: int
-    false_frames: tuple[int, ...] = ()
-    """Detected boundaries that matched nothing."""
-    missed_frames: tuple[int, ...] = ()
-    """True boundaries nothing matched."""
 
     @property
     def precision(self) -> float:
@@ -57,6 +55,17 @@ class CutScore:
     def recall(self) -> float:
         real = self.true_positives + self.false_negatives
         return self.true_positives / real if real else 1.0
+
+
+@dataclass(frozen=True)
+class CutScore(_PrecisionRecall):
+    true_positives: int
+    false_positives: int
+    false_negatives: int
+    false_frames: tuple[int, ...] = ()
+    """Detected boundaries that matched nothing."""
+    missed_frames: tuple[int, ...] = ()
+    """True boundaries nothing matched."""
 
     @property
     def f1(self) -> float:
@@ -100,7 +109,7 @@ def score_boundaries(detected: Iterable[int], truth: Sequence[Boundary], toleran
 
 
 @dataclass(frozen=True)
-class HoldScore:
+class HoldScore(_PrecisionRecall):
     """Held-frame flags against true runs of identical frames."""
 
     true_positives: int
@@ -109,16 +118,6 @@ class HoldScore:
     frames: int
     drawings: int
     """Frames that are not held: the model calls later stages make."""
-
-    @property
-    def precision(self) -> float:
-        found = self.true_positives + self.false_positives
-        return self.true_positives / found if found else 1.0
-
-    @property
-    def recall(self) -> float:
-        real = self.true_positives + self.false_negatives
-        return self.true_positives / real if real else 1.0
 
     def __add__(self, other: HoldScore) -> HoldScore:
         return HoldScore(*(a + b for a, b in zip(self._counts(), other._counts())))
