@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from tasks.instances import Instances
-from tasks.masks import mask_iou
+from tasks.masks import mask_centre, mask_iou, shift_mask
 
 COMPONENTS = ("confidence", "quality", "size", "completeness", "sharpness", "agreement", "position")
 
@@ -96,17 +96,6 @@ def _border_share(mask: np.ndarray) -> float:
     return min(1.0, border / outline)
 
 
-def _centred(mask: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """``mask`` moved so that its centre of mass lands on ``centre`` (x, y)."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return mask
-    dx, dy = centre[0] - xs.mean(), centre[1] - ys.mean()
-    h, w = mask.shape
-    moved = cv2.warpAffine(mask.astype(np.uint8), np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), flags=cv2.INTER_NEAREST)
-    return moved > 0
-
-
 def _sharpness(image: np.ndarray, mask: np.ndarray) -> float:
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     lap = cv2.Laplacian(grey, cv2.CV_32F)
@@ -142,9 +131,8 @@ def score_candidates(
         for j, ((s, r), m) in enumerate(zip(obs, masks)):
             if lines[s] is None:
                 lines[s] = line_art(images[s])
-            ys, xs = np.nonzero(m)
-            centre = np.array([xs.mean(), ys.mean()]) if len(xs) else np.zeros(2)
-            near = [_centred(masks[k], centre)
+            centre = mask_centre(m)
+            near = [shift_mask(masks[k], *(centre - mask_centre(masks[k])))
                     for k in range(max(0, j - config.neighbours), min(len(obs), j + config.neighbours + 1)) if k != j]
             agreement = float(mask_iou(m[None], np.stack(near)).mean()) if near else 1.0
             parts = {

@@ -19,6 +19,22 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float32)
 
 
+def mask_centre(mask: np.ndarray) -> np.ndarray:
+    """(x, y) centre of mass of an (H, W) bool mask; (0, 0) when it is empty."""
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.mean(), ys.mean()]) if len(xs) else np.zeros(2)
+
+
+def shift_mask(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``mask`` (H, W bool) moved by (dx, dy) pixels, nearest sampling, empty where it
+    comes in from outside; shifts under half a pixel leave it as it is."""
+    if abs(dx) < 0.5 and abs(dy) < 0.5:
+        return mask
+    h, w = mask.shape
+    moved = cv2.warpAffine(mask.astype(np.uint8), np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), flags=cv2.INTER_NEAREST)
+    return moved > 0
+
+
 def accept_refinement(
     before: np.ndarray,
     after: np.ndarray,

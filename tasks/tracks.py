@@ -29,7 +29,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from tasks.instances import Instances
-from tasks.masks import mask_iou
+from tasks.masks import mask_centre, mask_iou, shift_mask
 
 HIST_BINS = (12, 4)
 """Hue x saturation bins of a track's colour signature."""
@@ -105,19 +105,6 @@ def camera_shift(previous: np.ndarray, current: np.ndarray, width: int = 160) ->
     return dx * w / size[0], dy * h / size[1]
 
 
-def _shifted(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    if abs(dx) < 0.5 and abs(dy) < 0.5:
-        return mask
-    h, w = mask.shape
-    moved = cv2.warpAffine(mask.astype(np.uint8), np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), flags=cv2.INTER_NEAREST)
-    return moved > 0
-
-
-def _centre(mask: np.ndarray) -> np.ndarray:
-    ys, xs = np.nonzero(mask)
-    return np.array([xs.mean(), ys.mean()]) if len(xs) else np.zeros(2)
-
-
 def assign_tracks(images: Sequence[np.ndarray], detections: Sequence[Instances], config: TrackConfig = TrackConfig()) -> list[Instances]:
     """``detections[i]`` of ``images[i]`` (one per unique drawing, in order) with
     ``track_id`` set; rows of dropped tracks are removed."""
@@ -131,16 +118,16 @@ def assign_tracks(images: Sequence[np.ndarray], detections: Sequence[Instances],
         live = [t for t in tracks if step - t.last_step <= config.max_gap + 1]
         pan = np.array(camera_shift(images[step - 1], image)) if step > 0 and live else np.zeros(2)
         for t in live:  # predicted position: own velocity, else the camera's pan
-            t.moved = _shifted(t.moved, *(pan if t.velocity is None else t.velocity))
+            t.moved = shift_mask(t.moved, *(pan if t.velocity is None else t.velocity))
         hists = [colour_signature(image, m) for m in inst.mask]
-        centres = [_centre(m) for m in inst.mask]
+        centres = [mask_centre(m) for m in inst.mask]
         areas = inst.area
         ids = np.full(len(inst), -1, np.int64)
         if live and len(inst):
             iou = np.maximum(mask_iou(np.stack([t.mask for t in live]), inst.mask),
                              mask_iou(np.stack([t.moved for t in live]), inst.mask))
             colour = np.array([[np.minimum(t.hist, hd).sum() for hd in hists] for t in live])
-            jump = np.array([[np.hypot(*(_centre(t.moved) - c)) / diagonal for c in centres] for t in live])
+            jump = np.array([[np.hypot(*(mask_centre(t.moved) - c)) / diagonal for c in centres] for t in live])
             ratio = np.array([[max(t.area, a) / max(1, min(t.area, a)) for a in areas] for t in live])
             bridge = (colour >= config.min_colour_bridge) & (jump <= config.max_jump) & (ratio <= config.max_size_change)
             allowed = (iou >= config.min_iou) | bridge
