@@ -67,10 +67,12 @@ class Candidate:
     components: dict[str, float]
 
 
-def line_art(image: np.ndarray) -> np.ndarray:
-    """(H, W) bool: the drawing's lines (Canny edges on grey), computed once per drawing."""
+def drawing_maps(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lines, laplacian) of a drawing, computed once and shared by all its tracks:
+    the line art (Canny edges on grey, (H, W) bool) that ``quality`` is measured on and
+    the Laplacian ((H, W) float32) whose variance is ``sharpness``."""
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    return cv2.Canny(grey, 50, 150) > 0
+    return cv2.Canny(grey, 50, 150) > 0, cv2.Laplacian(grey, cv2.CV_32F)
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
@@ -96,10 +98,8 @@ def _border_share(mask: np.ndarray) -> float:
     return min(1.0, border / outline)
 
 
-def _sharpness(image: np.ndarray, mask: np.ndarray) -> float:
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    lap = cv2.Laplacian(grey, cv2.CV_32F)
-    values = lap[mask]
+def _sharpness(laplacian: np.ndarray, mask: np.ndarray) -> float:
+    values = laplacian[mask]
     return float(values.var()) if values.size else 0.0
 
 
@@ -112,7 +112,13 @@ def score_candidates(
     """Every observation of every track (``tracked[i]``: the track-labelled instances of
     drawing ``i``, shown first at ``frame_indices[i]``) scored as a keyframe candidate;
     track id -> candidates in drawing order."""
-    lines = [None] * len(images)
+    maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def maps_of(step: int) -> tuple[np.ndarray, np.ndarray]:
+        if step not in maps:
+            maps[step] = drawing_maps(images[step])
+        return maps[step]
+
     observations: dict[int, list[tuple[int, int]]] = {}
     for step, inst in enumerate(tracked):
         for row, tid in enumerate(inst.track_id):
@@ -123,21 +129,19 @@ def score_candidates(
     for tid, obs in sorted(observations.items()):
         masks = [tracked[s].mask[r] for s, r in obs]
         areas = np.array([m.sum() for m in masks], np.float64)
-        sharp = [_sharpness(images[s], m) for (s, _), m in zip(obs, masks)]
+        sharp = [_sharpness(maps_of(s)[1], m) for (s, _), m in zip(obs, masks)]
         sharp_max = max(sharp) or 1.0
         first, last = obs[0][0], obs[-1][0]
         half = (last - first) / 2
         candidates = []
         for j, ((s, r), m) in enumerate(zip(obs, masks)):
-            if lines[s] is None:
-                lines[s] = line_art(images[s])
             centre = mask_centre(m)
             near = [shift_mask(masks[k], *(centre - mask_centre(masks[k])))
                     for k in range(max(0, j - config.neighbours), min(len(obs), j + config.neighbours + 1)) if k != j]
             agreement = float(mask_iou(m[None], np.stack(near)).mean()) if near else 1.0
             parts = {
                 "confidence": float(tracked[s].score[r]),
-                "quality": _quality(m, lines[s], config.line_tolerance),
+                "quality": _quality(m, maps_of(s)[0], config.line_tolerance),
                 "size": float(areas[j] / areas.max()) if areas.max() > 0 else 0.0,
                 "completeness": 1.0 - _border_share(m),
                 "sharpness": sharp[j] / sharp_max,
