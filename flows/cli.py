@@ -2,7 +2,8 @@
 functions; no pipeline logic lives here.
 
 Errors in the user's input (:class:`tasks.errors.CelmaskError`) print one line
-``celmask: error: ...`` and exit 2, with no traceback and no output written.
+``celmask: error: ...`` and exit 2 (1 when only some shots of an episode failed),
+with no traceback.
 """
 
 from __future__ import annotations
@@ -231,14 +232,101 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-PREFECT_QUIET_DEFAULTS = {
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60",
-    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
-}
-"""Environment for flows run from the command line: embedded Prefect, quiet, no
-outside traffic. Values the user set win."""
+def _faults(shots: str | None, transient: bool) -> dict | None:
+    if not shots:
+        return None
+    try:
+        return {"shots": [int(v) for v in shots.split(",")], "transient": transient}
+    except ValueError:
+        raise CelmaskError("--fail-shots", f"expected shot indices such as 2 or 2,5, got {shots!r}") from None
+
+
+def _progress_listener(bar):
+    def show(state) -> None:
+        bar.total = state.shots
+        bar.n = state.done
+        bar.set_postfix_str(f"{state.fps:.1f} frames/s" + (f", ETA {state.eta:.0f} s" if state.eta is not None else "")
+                            + (f", {state.failed} failed" if state.failed else ""), refresh=False)
+        bar.refresh()
+    return show
+
+
+def run_episode(video: str | Path, out: str | Path, config, *, episode_id: str | None = None, workers: int = 2,
+                faults: dict | None = None, progress: bool | None = None) -> dict:
+    """Run the ``episode`` flow in this process (embedded Prefect unless a server is
+    configured) with a progress bar on stderr; return its result."""
+    from tqdm import tqdm
+
+    from flows.embedded import local_prefect
+    from flows.progress import listener
+    from tasks.config import changed
+    from tasks.segment_config import SegmentConfig
+
+    show = progress if progress is not None else sys.stderr.isatty()
+    with local_prefect(), tqdm(total=0, unit="shot", desc="shots", disable=not show, file=sys.stderr,
+                               dynamic_ncols=True, leave=False) as bar:
+        from flows.episode import episode
+
+        token = listener.set(_progress_listener(bar))
+        try:
+            return episode(str(video), str(out), changed(config, SegmentConfig()), episode_id=episode_id,
+                           workers=workers, faults=faults)
+        finally:
+            listener.reset(token)
+
+
+def _print_episode(result: dict) -> None:
+    success = result["success"]
+    print(f"{result['episode_dir']}: {result['shots']} shots, {success['frames']} frames, {success['rows']} masks "
+          f"({result['cached']} shots already done); _SUCCESS.json written")
+    print(f"report: {result['report']}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tasks.episode_plan import episode_id_of
+
+    config = _segment_config(args)
+    _positive("--workers", args.workers)
+    episode_dir = Path(args.out) / episode_id_of(args.video, args.episode_id)
+    print(f"==> segmenting {args.video} into {episode_dir}; the QC report will be {episode_dir / 'report' / 'index.html'}")
+    result = run_episode(args.video, args.out, config, episode_id=args.episode_id, workers=args.workers,
+                         faults=_faults(args.fail_shots, args.fail_transient), progress=args.progress)
+    _print_episode(result)
+    return 0
+
+
+def _finish_report(result) -> int:
+    ok = sum(s.status == "ok" for s in result.summaries)
+    print(f"{result.episode_dir}: {ok} of {len(result.summaries)} shots good; "
+          + ("_SUCCESS.json written" if result.success else f"not complete ({result.problem})"))
+    print(f"report: {result.report}")
+    return 0 if result.success else 1
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    from flows.embedded import local_prefect
+    from tasks.config import apply, changed, parse_overrides
+    from tasks.episode_finish import finish_episode
+    from tasks.episode_plan import load_plan
+    from tasks.segment_config import SegmentConfig
+
+    episode_dir = Path(args.episode)
+    plan = load_plan(episode_dir)
+    shot = plan.shot(args.shot)
+    config = apply(apply(SegmentConfig(), plan.config, where="plan"), parse_overrides(args.set or []))
+    with local_prefect():
+        from flows.episode import segment_shot
+
+        segment_shot(plan.video, shot.to_dict(), str(episode_dir.parent), changed(config, SegmentConfig()),
+                     episode_id=episode_dir.name, force=True)
+    return _finish_report(finish_episode(episode_dir, plan))
+
+
+def cmd_finalize(args: argparse.Namespace) -> int:
+    from tasks.episode_finish import finish_episode
+    from tasks.episode_plan import load_plan
+
+    return _finish_report(finish_episode(args.episode, load_plan(args.episode)))
 
 
 def _positive(name: str, value: int, minimum: int = 1) -> int:
@@ -248,8 +336,6 @@ def _positive(name: str, value: int, minimum: int = 1) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import os
-
     from models.ultralytics_env import ultralytics_offline
     from tasks.composites import MAX_SEED, resolve_cutouts
 
@@ -265,27 +351,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.model.endswith(".pt") and not Path(args.model).is_file():
         raise CelmaskError(args.model, "weights to fine-tune from not found", "pass an existing .pt or a *-seg.yaml to train from scratch")
     cutouts = resolve_cutouts(args.cutouts)
-    for key, value in PREFECT_QUIET_DEFAULTS.items():
-        os.environ.setdefault(key, value)
     ultralytics_offline()
+    from flows.embedded import local_prefect
     from flows.train import train
 
-    for handler in logging.getLogger().handlers:  # Prefect's INFO records propagate to ours: keep it at warnings
-        handler.setLevel(logging.WARNING)
-
-    metrics = train(
-        str(args.out),
-        images=args.images,
-        val_images=args.val_images,
-        test_images=args.test_images,
-        epochs=args.epochs,
-        imgsz=args.imgsz,
-        seed=args.seed,
-        cutouts=str(cutouts) if cutouts else "none",
-        batch=args.batch,
-        device=args.device,
-        model=args.model,
-    )
+    with local_prefect():
+        metrics = train(
+            str(args.out),
+            images=args.images,
+            val_images=args.val_images,
+            test_images=args.test_images,
+            epochs=args.epochs,
+            imgsz=args.imgsz,
+            seed=args.seed,
+            cutouts=str(cutouts) if cutouts else "none",
+            batch=args.batch,
+            device=args.device,
+            model=args.model,
+        )
     print(f"wrote {metrics['weights']} (sha256 {metrics['sha256'][:12]}) and {Path(metrics['weights']).with_name('metrics.json')}")
     for name in ("val", "test"):
         m = metrics.get(name)
@@ -371,6 +454,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", help="the episode's source video, for contact sheets of real frames (default: masks on grey)")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("run", help="segment a whole episode: shots, masks for every character, manifest, QC report")
+    p.add_argument("video")
+    p.add_argument("--out", required=True, help="output directory; the episode goes to OUT/<episode_id>/")
+    p.add_argument("--episode-id", help="default: the video file's name without extension")
+    config_options(p)
+    p.add_argument("--workers", type=int, default=2, help="shots segmented at once (default 2)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when stderr is a terminal)")
+    p.add_argument("--fail-shots", metavar="N[,N...]", help="rehearsal: make these shots fail on their first attempt")
+    p.add_argument("--fail-transient", action="store_true", help="rehearsal: ... as a transient fault (retried automatically)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("rerun", help="re-run one shot of an episode and refresh its table, report and _SUCCESS.json")
+    p.add_argument("episode", help="one episode directory (OUT/<episode_id>)")
+    p.add_argument("--shot", type=int, required=True, help="the shot's index")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a setting for this shot (repeatable)")
+    p.set_defaults(func=cmd_rerun)
+
+    p = sub.add_parser("finalize", help="re-check an episode whose failed shots were re-run; write _SUCCESS.json when complete")
+    p.add_argument("episode", help="one episode directory (OUT/<episode_id>)")
+    p.set_defaults(func=cmd_finalize)
+
     p = sub.add_parser("demo", help="generate a demo episode and run the pipeline on it")
     p.add_argument("--out", default="out/demo", help="demo directory (default out/demo)")
     p.add_argument("--seed", type=int, default=7)
@@ -403,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except CelmaskError as error:
         print(f"celmask: error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     except KeyboardInterrupt:
         print("celmask: interrupted", file=sys.stderr)
         return 130

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from tasks.errors import CelmaskError
+from tasks.errors import CelmaskError, TransientError
 from tasks.instances import Instances
 from tasks.video import Frame
 
@@ -120,7 +120,7 @@ class YoloDetector:
                 if not _is_out_of_memory(error):
                     raise
                 if self._batch == 1:
-                    raise CelmaskError(
+                    raise TransientError(
                         f"detector on {self.device}", "out of memory even one frame at a time",
                         "lower detector.imgsz or work_size, free the GPU, or set detector.device=cpu",
                     ) from error

@@ -204,3 +204,10 @@ def describe(config: Any) -> list[tuple[str, Any, str]]:
             cls = _hints(cls)[name]
         out.append((key, value, _attribute_docs(cls).get(path[-1], "")))
     return out
+
+
+def changed(config: Any, default: Any) -> dict[str, Any]:
+    """The flat dotted settings of ``config`` that differ from ``default``: what a
+    person chose, short enough to read in a run's parameters."""
+    base = flatten(default)
+    return {k: v for k, v in flatten(config).items() if base.get(k) != v}

@@ -12,6 +12,9 @@ from pathlib import Path
 class CelmaskError(Exception):
     """A problem with the user's input or environment, not a bug in celmask."""
 
+    exit_code = 2
+    """What the command line exits with."""
+
     def __init__(self, where: str | Path, problem: str, fix: str = "") -> None:
         self.where = str(where)
         self.problem = problem
@@ -25,3 +28,28 @@ class CelmaskError(Exception):
 
 class VideoError(CelmaskError):
     """The video cannot be read: missing, not a video, empty, truncated or corrupt."""
+
+
+class ShotsFailed(CelmaskError):
+    """Some shots of an episode failed; the others are written. Not the input's fault
+    as a whole, so the command exits 1 rather than 2."""
+
+    exit_code = 1
+
+
+class TransientError(CelmaskError):
+    """A failure that may pass when tried again: GPU memory taken by another job, a
+    storage hiccup, a lost worker. Orchestration retries these (with backoff) and
+    fails everything else at once."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a retry may succeed: a :class:`TransientError`, CUDA out of memory, a
+    dropped connection or timeout. Other :class:`CelmaskError` s (bad input) never are."""
+    if isinstance(error, TransientError):
+        return True
+    if isinstance(error, CelmaskError):
+        return False
+    if isinstance(error, (ConnectionError, TimeoutError, MemoryError)):
+        return True
+    return type(error).__name__ == "OutOfMemoryError" or "cuda out of memory" in str(error).lower()

@@ -85,25 +85,30 @@ def shot_metas(episode_dir: str | Path) -> list[ShotMeta]:
     return [read_shot_meta(p) for p in shot_files(episode_dir).values()]
 
 
+def read_shot_rows(path: str | Path) -> ShotRows:
+    """One shot file's metadata and rows."""
+    meta = read_shot_meta(path)
+    table = pq.read_table(path, columns=list(COLUMNS), partitioning=None)
+    columns = [table.column(c).to_pylist() for c in COLUMNS]
+    rows = [Row(f, t, label, score, source, key, tuple(box), area, rle)
+            for f, t, label, score, source, key, box, area, rle in zip(*columns)]
+    return ShotRows(meta, rows)
+
+
 def iter_shots(episode_dir: str | Path) -> Iterator[ShotRows]:
     """Every shot file of an episode, one in memory at a time, in shot order."""
     for path in shot_files(episode_dir).values():
-        meta = read_shot_meta(path)
-        table = pq.read_table(path, columns=list(COLUMNS), partitioning=None)
-        columns = [table.column(c).to_pylist() for c in COLUMNS]
-        rows = [Row(f, t, label, score, source, key, tuple(box), area, rle)
-                for f, t, label, score, source, key, box, area, rle in zip(*columns)]
-        yield ShotRows(meta, rows)
+        yield read_shot_rows(path)
 
 
 class VideoFrames:
     """Frames of an episode's source video by index, at ``size`` (width, height; default
-    the video's), decoded in one forward pass from the first frame: ask for frames in
+    the video's), decoded in one forward pass from frame ``start``: ask for frames in
     increasing order. ``metas`` (not empty) are the episode's shots; the video must be
     theirs."""
 
     def __init__(self, video: str | Path, metas: list[ShotMeta], size: tuple[int, int] | None = None,
-                 *, deblock: bool = True) -> None:
+                 *, deblock: bool = True, start: int = 0) -> None:
         info = probe(video)
         expected = {m.video_fingerprint for m in metas}
         if info.fingerprint not in expected:
@@ -112,7 +117,7 @@ class VideoFrames:
                                "pass the episode's source video with --video")
         self.video = video
         self.size = size or (info.width, info.height)
-        self._frames = iter_frames(video, width=self.size[0], height=self.size[1], deblock=deblock)
+        self._frames = iter_frames(video, width=self.size[0], height=self.size[1], deblock=deblock, start=start)
 
     def get(self, index: int) -> np.ndarray:
         """The (height, width, 3) RGB frame ``index``; earlier frames are skipped for good."""

@@ -16,6 +16,7 @@ fingerprint), decoded once at thumbnail size; without it the masks are drawn on 
 from __future__ import annotations
 
 import html
+import io
 import itertools
 import math
 import os
@@ -29,7 +30,7 @@ from PIL import Image
 
 from tasks.errors import CelmaskError
 from tasks.export_preview import KEY_COLOUR, draw_overlay, track_colour
-from tasks.export_read import Row, ShotRows, VideoFrames, iter_shots, shot_metas
+from tasks.export_read import Row, ShotRows, VideoFrames, iter_shots, read_shot_rows, shot_metas
 from tasks.exports import destination, staged_dir
 from tasks.keyframes import COMPONENTS
 from tasks.manifest import (
@@ -45,6 +46,8 @@ THUMBS_DIR = "thumbs"
 INDEX_NAME = "index.html"
 TILE_HEIGHT = 108
 """Pixels: big enough to see a mask slip off a character, small enough for 300 shots."""
+THUMB_HEIGHT = 72
+"""Pixels: a shot's contact sheet inlined (base64) into an orchestrator artifact."""
 SAMPLES = 4
 """Frames sampled evenly across a shot, first and last included."""
 KEY_TILES = 2
@@ -172,6 +175,29 @@ def contact_sheet(summary: ShotSummary, shot: ShotRows | None, frames: VideoFram
     return np.hstack([part for tile in tiles for part in (tile, gap)][:-1])
 
 
+def tile_size(source_size: tuple[int, int], height: int = TILE_HEIGHT) -> tuple[int, int]:
+    """(width, height) of a contact-sheet tile ``height`` pixels tall for frames of
+    (height, width) ``source_size``."""
+    return max(2, round(height * source_size[1] / source_size[0])), height
+
+
+def shot_thumbnail(shot_file: str | Path, summary: ShotSummary, video: str | Path | None,
+                   height: int = THUMB_HEIGHT) -> bytes:
+    """The JPEG contact sheet of one written shot, ``height`` pixels tall, decoding only
+    that shot's frames (for a per-shot view such as the orchestrator's artifact)."""
+    shot = read_shot_rows(shot_file)
+    size = tile_size(shot.meta.source_size, height)
+    frames = VideoFrames(video, [shot.meta], size, deblock=False, start=shot.meta.shot.start) if video else None
+    try:
+        sheet = contact_sheet(summary, shot, frames, size)
+    finally:
+        if frames is not None:
+            frames.close()
+    buffer = io.BytesIO()
+    Image.fromarray(sheet).save(buffer, "JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
 # --------------------------------------------------------------------------- HTML
 
 
@@ -252,8 +278,7 @@ def write_report(episode_dir: str | Path, video: str | Path | None = None) -> Pa
         raise CelmaskError(episode_dir, "is an output tree and a report is per episode", "pass one episode directory OUT/<episode_id>")
     summaries = read_episode_table(episode_dir)
     metas = shot_metas(episode_dir)
-    height, width = metas[0].source_size if metas else (TILE_HEIGHT, TILE_HEIGHT)  # no shot files: no contact sheets
-    size = (max(2, round(TILE_HEIGHT * width / height)), TILE_HEIGHT)
+    size = tile_size(metas[0].source_size if metas else (TILE_HEIGHT, TILE_HEIGHT))  # no shot files: no contact sheets
     frames = VideoFrames(video, metas, size, deblock=False) if video is not None and metas else None
     report_dir = episode_dir / REPORT_DIR
     shots = iter_shots(episode_dir)

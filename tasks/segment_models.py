@@ -1,13 +1,14 @@
 """Build the models a configuration names, once per process.
 
 Loading weights takes seconds and a worker segments many shots, so models are
-cached by the settings that define them (:func:`build_models`); the shot code only
+cached per thread by the settings that define them (:func:`build_models`); the shot code only
 ever sees the three small interfaces (detector, propagator, refiner).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,9 @@ class Models:
         return out
 
 
-_CACHE: dict[str, Models] = {}
+_CACHE = threading.local()
+"""Per thread: an ultralytics model keeps predictor state between calls and is not
+safe to share between threads, and shots run in parallel threads."""
 
 
 def _detector(config: SegmentConfig) -> Detector:
@@ -86,9 +89,10 @@ def _refiner(config: SegmentConfig) -> Refiner | None:
 
 
 def build_models(config: SegmentConfig) -> Models:
-    """The detector, propagator and refiner ``config`` names (cached per process)."""
+    """The detector, propagator and refiner ``config`` names (cached per thread)."""
     settings = {k: v for k, v in flatten(config).items() if k.split(".")[0] in MODEL_KEYS}
     key = json.dumps(settings, sort_keys=True)
-    if key not in _CACHE:
-        _CACHE[key] = Models(_detector(config), _propagator(config), _refiner(config))
-    return _CACHE[key]
+    cache = _CACHE.__dict__.setdefault("models", {})
+    if key not in cache:
+        cache[key] = Models(_detector(config), _propagator(config), _refiner(config))
+    return cache[key]

@@ -1,0 +1,292 @@
+"""The ``episode`` and ``segment-shot`` flows: a whole episode, and one shot of it.
+
+    episode       plan (probe, shots) -> one segment-shot per shot -> finish
+                  (episode table, _SUCCESS.json when every shot is good, QC report)
+    segment-shot  segment one shot and write its manifest file
+
+Two ways to run one code path. Embedded (``celmask run``, no server): shots are
+``segment-shot`` tasks on a local thread pool. Deployed (``shot_deployment`` set, as
+``deployments/prefect.yaml`` does): each shot is a flow run of the ``segment-shot``
+deployment on the GPU pool, so a failed shot is one flow run an operator retries
+alone; when a retried shot completes it finishes the episode again, so the parent
+run staying Failed never leaves the episode unfinished. Either way the work is
+:func:`tasks.shot_run.run_shot`, and the episode's state is read back from the
+output directory (``OUT/<episode_id>/_run/``), shared by every host.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, tags, task
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.futures import as_completed
+from prefect.runtime import flow_run, task_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows import progress as progress_module
+from flows.progress import EpisodeProgress
+from tasks.config import apply
+from tasks.episode_finish import EpisodeResult, finish_episode
+from tasks.episode_plan import EpisodePlan, episode_id_of, load_plan, plan_episode
+from tasks.errors import CelmaskError, ShotsFailed, is_transient
+from tasks.manifest import shot_path
+from tasks.report import shot_thumbnail
+from tasks.segment_config import SegmentConfig
+from tasks.segment_models import build_models
+from tasks.shot_run import Faults, ShotOutcome, run_shot
+from tasks.types import Shot
+
+SHOT_RETRIES = 2
+SHOT_RETRY_DELAYS = [10.0, 60.0]
+"""Seconds before each retry of a shot that failed transiently (jittered by half)."""
+CRASH_RESUBMITS = 1
+"""Times a deployed shot whose run crashed (its worker was lost) is submitted again."""
+POLL_SECONDS = 2.0
+"""How often the episode flow looks at its deployed shots' states."""
+
+
+def _slug(text: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "episode"
+
+
+def _settings(config: dict[str, Any] | None) -> dict[str, Any]:
+    """``config`` checked now (a bad key fails the run before any work), as given."""
+    apply(SegmentConfig(), config or {}, where="config")
+    return dict(config or {})
+
+
+# --------------------------------------------------------------------------- one shot
+
+
+def _retry_transient(task, task_run, state) -> bool:
+    """Retry a shot only when its failure may pass (GPU memory, a lost connection)."""
+    try:
+        state.result()
+    except Exception as error:  # the failure itself
+        return is_transient(error)
+    return False
+
+
+def _shot_markdown(episode_id: str, outcome: ShotOutcome, thumbnail: bytes | None) -> str:
+    s = outcome.summary
+    shot = s.shot
+    lines = [
+        f"### ep-{episode_id} shot {shot.index}",
+        f"frames {shot.start}–{shot.end - 1} ({shot.start_time:.2f}–{shot.end_time:.2f} s, {shot.transition}); "
+        f"{s.drawings} unique drawings, {s.tracks} tracks, {s.rows} masks; "
+        + ("already in the manifest (cached)" if outcome.cached else f"{sum(s.seconds.values()):.1f} s"),
+        "",
+    ]
+    if thumbnail:
+        lines += [f"![contact sheet](data:image/jpeg;base64,{base64.b64encode(thumbnail).decode()})", ""]
+    if s.keyframes:
+        lines += ["| track | keyframe | score |", "|---:|---:|---:|"]
+        lines += [f"| {k.track_id} | {k.frame_index} | {k.score:.3f} |" for k in s.keyframes]
+    return "\n".join(lines)
+
+
+def _publish_shot(episode_dir: Path, video: str, outcome: ShotOutcome) -> None:
+    """The shot's markdown artifact: facts, keyframe scores, an inline contact sheet."""
+    summary = outcome.summary
+    try:
+        thumbnail = shot_thumbnail(shot_path(episode_dir, summary.shot.index), summary, video)
+    except CelmaskError:
+        thumbnail = None  # the video moved since: the facts still help
+    create_markdown_artifact(
+        _shot_markdown(episode_dir.name, outcome, thumbnail),
+        key=f"{_slug(episode_dir.name)}-shot-{summary.shot.index}",
+        description=f"ep-{episode_dir.name} shot {summary.shot.index}",
+    )
+
+
+@task(name="segment-shot", task_run_name="shot-{shot.index}", retries=SHOT_RETRIES,
+      retry_delay_seconds=SHOT_RETRY_DELAYS, retry_jitter_factor=0.5, retry_condition_fn=_retry_transient)
+def shot_task(video: str, shot: Shot, episode_dir: str, settings: dict[str, Any], faults: dict[str, Any] | None = None,
+              gpu_limit: str | None = None, force: bool = False) -> ShotOutcome:
+    """One shot, holding a slot of the ``gpu_limit`` global concurrency limit while it works."""
+    injected = Faults.from_dict(faults)
+    # A transient fault passes on a task retry; bad input only on a new run of the flow.
+    attempt = task_run.run_count if injected.transient else flow_run.run_count
+    slot = _gpu_slot(gpu_limit)
+    with slot:
+        outcome = run_shot(video, shot, episode_dir, settings, force=force, faults=injected, attempt=attempt)
+    _publish_shot(Path(episode_dir), video, outcome)
+    return outcome
+
+
+def _gpu_slot(name: str | None):
+    if not name:
+        return contextlib.nullcontext()
+    from prefect.concurrency.sync import concurrency
+
+    return concurrency(name, occupy=1, strict=True)
+
+
+def _shot_run_name() -> str:
+    p = flow_run.parameters
+    return f"ep-{episode_id_of(p['video'], p.get('episode_id'))}-shot-{p['shot']['index']}"
+
+
+@flow(name="segment-shot", flow_run_name=_shot_run_name)
+def segment_shot(video: str, shot: dict[str, Any], out: str, config: dict[str, Any] | None = None,
+                 episode_id: str | None = None, faults: dict[str, Any] | None = None,
+                 gpu_limit: str | None = None, force: bool = False) -> dict[str, Any]:
+    """Segment ``shot`` (a shot of the episode's plan, as a dict) of ``video`` into
+    ``OUT/<episode_id>/shots/``. On a retry of this run, finish the episode again, so
+    that once the last failed shot is good the episode is complete."""
+    episode_dir = Path(out) / episode_id_of(video, episode_id)
+    outcome = shot_task(video, Shot(**shot), str(episode_dir), _settings(config), faults, gpu_limit, force)
+    if flow_run.run_count > 1:
+        with contextlib.suppress(CelmaskError):
+            finish_episode(episode_dir, load_plan(episode_dir))
+    return outcome.summary.to_dict()
+
+
+# --------------------------------------------------------------------------- the episode
+
+
+@task(name="plan", task_run_name="plan")
+def plan_task(video: str, episode_dir: Path, settings: dict[str, Any]) -> EpisodePlan:
+    """Probe and detect shots (reused from an earlier run of the same content)."""
+    return plan_episode(video, episode_dir, settings)[0]
+
+
+@task(name="finish", task_run_name="finish")
+def finish_task(episode_dir: Path, plan: EpisodePlan) -> EpisodeResult:
+    return finish_episode(episode_dir, plan)
+
+
+class _Progress:
+    """Console listener and the run's progress artifact, told after every shot."""
+
+    def __init__(self, plan: EpisodePlan) -> None:
+        self.state = EpisodeProgress(plan.episode_id, len(plan.shots), plan.frame_count)
+        self.artifact = create_progress_artifact(0.0, key=f"{_slug(plan.episode_id)}-progress",
+                                                 description=f"ep-{plan.episode_id}: shots done")
+        self.listener = progress_module.listener.get()
+        if self.listener:
+            self.listener(self.state)
+
+    def shot_finished(self, shot: Shot, *, ok: bool, cached: bool) -> None:
+        self.state.shot_finished(shot.frame_count, ok=ok, cached=cached)
+        update_progress_artifact(self.artifact, 100.0 * self.state.fraction, description=self.state.describe())
+        if self.listener:
+            self.listener(self.state)
+
+
+def _run_local(plan: EpisodePlan, episode_dir: Path, settings: dict[str, Any], faults: dict[str, Any] | None,
+               workers: int, progress: _Progress) -> None:
+    """Shots as tasks on a local thread pool."""
+    # Load the models once here first: bad weights fail the run at once instead of
+    # every shot, and ultralytics is imported before threads race to import it.
+    build_models(apply(SegmentConfig(), settings))
+    with ThreadPoolTaskRunner(max_workers=workers) as runner:
+        futures = {
+            runner.submit(shot_task, parameters=dict(video=plan.video, shot=shot, episode_dir=str(episode_dir),
+                                                      settings=settings, faults=faults)): shot
+            for shot in plan.shots
+        }
+        for future in as_completed(list(futures)):
+            shot = futures[future]
+            result = future.result(raise_on_failure=False)
+            ok = isinstance(result, ShotOutcome)
+            progress.shot_finished(shot, ok=ok, cached=ok and result.cached)
+
+
+def _run_deployed(plan: EpisodePlan, out: str, config: dict[str, Any], faults: dict[str, Any] | None,
+                  shot_deployment: str, gpu_limit: str | None, progress: _Progress) -> None:
+    """Shots as flow runs of ``shot_deployment``, all submitted, then watched to the end.
+    A run that crashed (lost worker) is submitted again once; a failed one stays failed."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    parent = flow_run.id
+
+    def submit(shot: Shot, attempt: int):
+        return run_deployment(
+            shot_deployment, timeout=0, flow_run_name=f"ep-{plan.episode_id}-shot-{shot.index}",
+            parameters=dict(video=plan.video, shot=shot.to_dict(), out=out, config=config,
+                            episode_id=plan.episode_id, faults=faults, gpu_limit=gpu_limit),
+            tags=[f"episode:{plan.episode_id}", f"shot:{shot.index}", "pool:gpu"],
+            idempotency_key=f"{parent}-{plan.episode_id}-shot-{shot.index}-{attempt}",
+        ).id
+
+    pending = {submit(shot, 0): (shot, 0) for shot in plan.shots}
+    with get_client(sync_client=True) as client:
+        while pending:
+            time.sleep(POLL_SECONDS)
+            for run_id, (shot, attempt) in list(pending.items()):
+                state = client.read_flow_run(run_id).state
+                if state is None or not state.is_final():
+                    continue
+                del pending[run_id]
+                if state.is_crashed() and attempt < CRASH_RESUBMITS:
+                    pending[submit(shot, attempt + 1)] = (shot, attempt + 1)
+                    continue
+                progress.shot_finished(shot, ok=state.is_completed(), cached=False)
+
+
+def _episode_run_name() -> str:
+    p = flow_run.parameters
+    return f"ep-{episode_id_of(p['video'], p.get('episode_id'))}"
+
+
+def _shots_table(result: EpisodeResult) -> list[dict[str, Any]]:
+    rows = []
+    for s in result.summaries:
+        main = {}
+        for k in s.keyframes:
+            main.setdefault(k.track_id, k.score)
+        rows.append({
+            "shot": s.shot.index, "frames": f"{s.shot.start}-{s.shot.end - 1}", "transition": s.shot.transition,
+            "status": s.status, "tracks": s.tracks, "drawings": s.drawings,
+            "keyframe scores": " ".join(f"{v:.2f}" for v in main.values()),
+            "seconds": round(sum(s.seconds.values()), 1), "error": s.error,
+        })
+    return rows
+
+
+@flow(name="episode", flow_run_name=_episode_run_name)
+def episode(video: str, out: str, config: dict[str, Any] | None = None, episode_id: str | None = None,
+            workers: int = 2, shot_deployment: str | None = None, gpu_limit: str | None = None,
+            faults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Segment every shot of ``video`` into ``OUT/<episode_id>/`` (episode id: the file's
+    stem by default) with ``config`` (flat dotted settings, see ``celmask config``).
+
+    ``workers``: shots segmented at once in this process (embedded). ``shot_deployment``
+    (e.g. ``segment-shot/segment-shot``): run each shot as a flow run of that deployment
+    instead, holding a slot of the ``gpu_limit`` global concurrency limit. ``faults``:
+    failures injected on purpose (:class:`tasks.shot_run.Faults`). Fails, after every
+    shot has finished, with the list of failed shots.
+    """
+    episode_dir = Path(out) / episode_id_of(video, episode_id)
+    settings = _settings(config)
+    Faults.from_dict(faults)
+    if workers < 1:
+        raise CelmaskError("workers", f"must be >= 1, got {workers}")
+    with tags(f"episode:{episode_dir.name}"):
+        plan = plan_task(video, episode_dir, settings)
+        progress = _Progress(plan)
+        if shot_deployment:
+            _run_deployed(plan, out, settings, faults, shot_deployment, gpu_limit, progress)
+        else:
+            _run_local(plan, episode_dir, settings, faults, workers, progress)
+        result = finish_task(episode_dir, plan)
+    create_table_artifact(_shots_table(result), key=f"{_slug(plan.episode_id)}-shots",
+                          description=f"ep-{plan.episode_id}: every shot")
+    if result.failed:
+        first = next(s for s in result.summaries if s.status != "ok")
+        raise ShotsFailed(episode_dir, f"shots {result.failed} of {len(plan.shots)} failed, the others are written "
+                          f"(shot {first.shot.index}: {first.error})",
+                          f"see {result.report}; re-run one with `celmask rerun {episode_dir} --shot N`")
+    if result.success is None:
+        raise CelmaskError(episode_dir, f"not complete: {result.problem}", "run `celmask validate` on it")
+    return {"episode_dir": str(episode_dir), "report": str(result.report), "shots": len(plan.shots),
+            "cached": progress.state.cached, "frames": plan.frame_count, "success": result.success}
