@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tasks.errors import CelmaskError
 
+DEMO_EPISODE = "demo"
 PROGRESS_MIN_SECONDS = 5.0
 """Show a progress bar for videos longer than this (when stderr is a terminal)."""
 
@@ -100,22 +101,32 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from tasks.episode_plan import load_plan
+    from tasks.segment_config import SegmentConfig
+    from tasks.segment_eval import score_manifest
     from tasks.shot_metrics import boundaries, score_boundaries
     from tasks.synth import generate_episode, load_truth
 
     out = Path(args.out)
     video = out / "episode.mp4"
+    episode_dir = out / "manifest" / DEMO_EPISODE
+    print(f"==> the QC report will be {episode_dir / 'report' / 'index.html'}")
     if (out / "truth.json").is_file() and video.is_file() and load_truth(out).seed == args.seed:
         print(f"==> demo episode: {video} (already generated)")
         truth = load_truth(out)
     else:
         print(f"==> generating a {args.duration:.0f} s demo episode (seed {args.seed}) into {out}")
         truth = generate_episode(out, seed=args.seed, duration=args.duration)
-    print(f"==> detecting shots in {video}")
-    report = shot_report(video, args)
-    print_shot_table(report)
-    score = score_boundaries([s["start"] for s in report["shots"][1:]], boundaries(truth.shots))
-    print(f"==> against the generated ground truth: precision {score.precision:.3f}, recall {score.recall:.3f}, F1 {score.f1:.3f}")
+    print(f"==> segmenting it: shots, characters, keyframes, propagation, refinement, manifest ({args.workers} shots at once)")
+    result = run_episode(video, episode_dir.parent, SegmentConfig(), episode_id=DEMO_EPISODE, workers=args.workers,
+                         progress=args.progress)
+    _print_episode(result)
+    plan = load_plan(episode_dir)
+    cuts = score_boundaries([s.start for s in plan.shots[1:]], boundaries(truth.shots))
+    masks = score_manifest(episode_dir, out)
+    print(f"==> against the generated ground truth: shots F1 {cuts.f1:.3f} (precision {cuts.precision:.3f}, "
+          f"recall {cuts.recall:.3f}); masks J&F {masks.jf:.3f} (J {masks.j:.3f}, F {masks.f:.3f})")
+    print(f"==> open {episode_dir / 'report' / 'index.html'}; `celmask validate {episode_dir}` checks the manifest")
     return 0
 
 
@@ -241,20 +252,33 @@ def _faults(shots: str | None, transient: bool) -> dict | None:
         raise CelmaskError("--fail-shots", f"expected shot indices such as 2 or 2,5, got {shots!r}") from None
 
 
-def _progress_listener(bar):
+PROGRESS_LINE_SECONDS = 15.0
+"""Without a terminal (logs, CI), a progress line at most this often."""
+
+
+def _progress_listener(bar, lines: bool):
+    """Episode progress on stderr: the bar, else (``lines``) a line now and then."""
+    import time
+
+    last = [0.0]
+
     def show(state) -> None:
-        bar.total = state.shots
-        bar.n = state.done
-        bar.set_postfix_str(f"{state.fps:.1f} frames/s" + (f", ETA {state.eta:.0f} s" if state.eta is not None else "")
-                            + (f", {state.failed} failed" if state.failed else ""), refresh=False)
-        bar.refresh()
+        if not bar.disable:
+            bar.total = state.shots
+            bar.n = state.done
+            bar.set_postfix_str(f"{state.fps:.1f} frames/s" + (f", ETA {state.eta:.0f} s" if state.eta is not None else "")
+                                + (f", {state.failed} failed" if state.failed else ""), refresh=False)
+            bar.refresh()
+        elif lines and state.done and (state.done == state.shots or time.monotonic() - last[0] >= PROGRESS_LINE_SECONDS):
+            last[0] = time.monotonic()
+            print(f"    {state.describe()}", file=sys.stderr, flush=True)
     return show
 
 
 def run_episode(video: str | Path, out: str | Path, config, *, episode_id: str | None = None, workers: int = 2,
                 faults: dict | None = None, progress: bool | None = None) -> dict:
     """Run the ``episode`` flow in this process (embedded Prefect unless a server is
-    configured) with a progress bar on stderr; return its result."""
+    configured) with progress on stderr; return its result."""
     from tqdm import tqdm
 
     from flows.embedded import local_prefect
@@ -264,10 +288,11 @@ def run_episode(video: str | Path, out: str | Path, config, *, episode_id: str |
 
     show = progress if progress is not None else sys.stderr.isatty()
     with local_prefect(), tqdm(total=0, unit="shot", desc="shots", disable=not show, file=sys.stderr,
+                               bar_format="{desc} {n}/{total} |{bar}| {elapsed} {postfix}",
                                dynamic_ncols=True, leave=False) as bar:
         from flows.episode import episode
 
-        token = listener.set(_progress_listener(bar))
+        token = listener.set(_progress_listener(bar, lines=progress is None))
         try:
             return episode(str(video), str(out), changed(config, SegmentConfig()), episode_id=episode_id,
                            workers=workers, faults=faults)
@@ -285,9 +310,12 @@ def _print_episode(result: dict) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from tasks.episode_plan import episode_id_of
 
+    from tasks.video import probe
+
     config = _segment_config(args)
     _positive("--workers", args.workers)
     episode_dir = Path(args.out) / episode_id_of(args.video, args.episode_id)
+    probe(args.video)  # an unreadable video fails here, before Prefect starts
     print(f"==> segmenting {args.video} into {episode_dir}; the QC report will be {episode_dir / 'report' / 'index.html'}")
     result = run_episode(args.video, args.out, config, episode_id=args.episode_id, workers=args.workers,
                          faults=_faults(args.fail_shots, args.fail_transient), progress=args.progress)
@@ -327,6 +355,47 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     from tasks.episode_plan import load_plan
 
     return _finish_report(finish_episode(args.episode, load_plan(args.episode)))
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from flows.deploy import DeploySettings, deploy, worker_commands
+    from flows.embedded import local_prefect
+
+    with local_prefect():
+        for line in deploy(DeploySettings(args.inbox, args.out, args.timezone, args.gpu_slots, Path(args.repo).resolve())):
+            print(line)
+    print("now start the workers (each host: the same checkout and PREFECT_API_URL):")
+    for line in worker_commands(Path(args.repo).resolve()):
+        print(f"  {line}")
+    return 0
+
+
+def cmd_nightly(args: argparse.Namespace) -> int:
+    from flows.embedded import local_prefect
+    from tasks.config import changed
+    from tasks.inbox import find_episodes
+    from tasks.segment_config import SegmentConfig
+
+    config = _segment_config(args)
+    _positive("--workers", args.workers)
+    items = find_episodes(args.inbox, args.out)  # a missing inbox fails here, before Prefect starts
+    todo = sum(not item.done for item in items)
+    print(f"==> {_count(len(items), 'video')} in {args.inbox}: {todo} to segment into {args.out}, "
+          f"{len(items) - todo} done before")
+
+    def show(row: dict) -> None:
+        print(f"{row['episode']}: {row['status']}" + (f": {row['error']}" if row["error"] else ""), flush=True)
+
+    with local_prefect():
+        from flows.nightly import listener, nightly
+
+        token = listener.set(show)
+        try:
+            result = nightly(args.inbox, str(args.out), changed(config, SegmentConfig()), workers=args.workers)
+        finally:
+            listener.reset(token)
+    print(f"{len(result['complete'])} complete, {len(result['skipped'])} done before, none failed")
+    return 0
 
 
 def _positive(name: str, value: int, minimum: int = 1) -> int:
@@ -476,11 +545,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("episode", help="one episode directory (OUT/<episode_id>)")
     p.set_defaults(func=cmd_finalize)
 
-    p = sub.add_parser("demo", help="generate a demo episode and run the pipeline on it")
-    p.add_argument("--out", default="out/demo", help="demo directory (default out/demo)")
+    p = sub.add_parser("deploy", help="set up work pools, the gpu limit and the deployments on a running Prefect server")
+    p.add_argument("--inbox", required=True, help="where episodes arrive: a directory or an fsspec URL (nightly's inbox)")
+    p.add_argument("--out", required=True, help="output directory on storage every worker shares (absolute)")
+    p.add_argument("--timezone", default="Asia/Tokyo", help="time zone of the nightly run at 02:00 (default Asia/Tokyo)")
+    p.add_argument("--gpu-slots", type=int, default=1, help="shots on GPUs at once, across all workers (default 1)")
+    p.add_argument("--repo", default=str(Path(__file__).resolve().parents[1]),
+                   help="the checkout workers run flows from (default: this one)")
+    p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("nightly", help="segment every video in an inbox (folder or URL) not yet complete in OUT")
+    p.add_argument("inbox", help="folder of videos, or an fsspec URL such as s3://bucket/prefix")
+    p.add_argument("--out", required=True, help="output directory; each episode goes to OUT/<file name without extension>/")
+    config_options(p)
+    p.add_argument("--workers", type=int, default=2, help="shots segmented at once (default 2)")
+    p.set_defaults(func=cmd_nightly)
+
+    p = sub.add_parser("demo", help="generate a demo episode and run the whole pipeline on it (embedded Prefect)")
+    p.add_argument("--out", default="out/demo", help="demo directory (default out/demo; the episode's output in OUT/manifest/demo/)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--duration", type=float, default=60.0)
-    shot_options(p)
+    p.add_argument("--workers", type=int, default=2, help="shots segmented at once (default 2)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when stderr is a terminal)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train the character detector (YOLO-seg) on generated data, offline")
@@ -501,9 +588,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _QuietPrefect(logging.Filter):
+    """Keeps Prefect's records off the command's console below its console level
+    (``PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL``, CRITICAL from flows.embedded). Its run
+    loggers propagate to ours, so a failed task or flow would print its traceback
+    before the command's one-line error; those records still reach the run's page
+    in the UI through Prefect's API handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("prefect"):
+            return True
+        import os
+
+        level = logging.getLevelName(os.environ.get("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL").upper())
+        return record.levelno >= (level if isinstance(level, int) else logging.CRITICAL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="celmask: %(levelname)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("celmask: %(levelname)s: %(message)s"))
+    handler.addFilter(_QuietPrefect())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])  # no-op when the root logger has handlers
     try:
         return args.func(args)
     except CelmaskError as error:

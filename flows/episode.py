@@ -233,6 +233,16 @@ def _run_deployed(plan: EpisodePlan, out: str, config: dict[str, Any], faults: d
                 progress.shot_finished(shot, ok=state.is_completed(), cached=False)
 
 
+def _tag_this_run(*names: str) -> None:
+    """Add tags to the running flow run itself (``tags()`` only reaches what it starts),
+    so the UI filters a deployment's runs by episode."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run.id)
+        client.update_flow_run(flow_run.id, tags=sorted(set(run.tags) | set(names)))
+
+
 def _episode_run_name() -> str:
     p = flow_run.parameters
     return f"ep-{episode_id_of(p['video'], p.get('episode_id'))}"
@@ -271,6 +281,7 @@ def episode(video: str, out: str, config: dict[str, Any] | None = None, episode_
     Faults.from_dict(faults)
     if workers < 1:
         raise CelmaskError("workers", f"must be >= 1, got {workers}")
+    _tag_this_run(f"episode:{episode_dir.name}")
     with tags(f"episode:{episode_dir.name}"):
         plan = plan_task(video, episode_dir, settings)
         progress = _Progress(plan)
@@ -284,7 +295,7 @@ def episode(video: str, out: str, config: dict[str, Any] | None = None, episode_
     if result.failed:
         first = next(s for s in result.summaries if s.status != "ok")
         raise ShotsFailed(episode_dir, f"shots {result.failed} of {len(plan.shots)} failed, the others are written "
-                          f"(shot {first.shot.index}: {first.error})",
+                          f"(first failure: {first.error})",
                           f"see {result.report}; re-run one with `celmask rerun {episode_dir} --shot N`")
     if result.success is None:
         raise CelmaskError(episode_dir, f"not complete: {result.problem}", "run `celmask validate` on it")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.mask_metrics import FrameMasks, SegScore, score_shot
+from tasks.mask_metrics import FrameMasks, SegScore, score_shot, score_video
 from tasks.segment import ShotSegmentation, segment_shot
 from tasks.segment_config import SegmentConfig
 from tasks.segment_models import Models, build_models
@@ -64,3 +64,31 @@ def evaluate_episode(episode_dir: str | Path, config: SegmentConfig, *, models: 
         score = score_shot(predicted_frames(result), iter_truth_masks(episode_dir, s.start, s.end), holds)
         total = total.add(EpisodeEval(score, len(result.frame_indices), len(result.instances), result.seconds))
     return total
+
+
+TRACK_KEY = 100_000
+"""Predicted ids become ``shot * TRACK_KEY + track``: unique across the detected shots."""
+
+
+def manifest_frames(episode_dir: str | Path, frame_count: int) -> Iterator[FrameMasks]:
+    """Every frame of a written episode (frames without masks too) as the metric's stream."""
+    from tasks.manifest import iter_masks
+
+    masks = iter_masks(episode_dir)
+    pending = next(masks, None)
+    for frame in range(frame_count):
+        ids, found = [], []
+        while pending is not None and pending[0] == frame:
+            _, shot, track, mask = pending
+            ids.append(shot * TRACK_KEY + track)
+            found.append(mask)
+            pending = next(masks, None)
+        yield FrameMasks(frame, np.asarray(ids, np.int64), np.stack(found) if found else np.zeros((0, 1, 1), bool))
+
+
+def score_manifest(episode_dir: str | Path, truth_dir: str | Path) -> SegScore:
+    """The masks of a whole-episode run (detected shots and all) against a generated
+    episode's truth: what a user of the manifest gets."""
+    truth = load_truth(truth_dir)
+    return score_video(manifest_frames(episode_dir, truth.frame_count), iter_truth_masks(truth_dir),
+                       truth.holds, [(s.start, s.end) for s in truth.shots])
