@@ -237,9 +237,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from tasks.episode_plan import recorded_video
     from tasks.report import write_report
 
-    print(write_report(args.episode, args.video))
+    print(write_report(args.episode, args.video or recorded_video(args.episode)))
     return 0
 
 
@@ -515,12 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "characters per drawing; coco / ytvis: instances.json; preview: an mp4 per shot with the masks drawn")
     p.add_argument("--episode", help="export only this episode id")
     p.add_argument("--to", help="write into TO/<episode_id>/<format>/ (default OUT/<episode_id>/exports/<format>/)")
-    p.add_argument("--video", help="the episode's source video (cutouts and preview need its pixels; checked by fingerprint)")
+    p.add_argument("--video", help="the episode's source video (cutouts and preview need its pixels; default: the one its run recorded; checked by fingerprint)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("report", help="write an episode's visual QC report (static HTML) and print the path of its index.html")
     p.add_argument("episode", help="one episode directory (OUT/<episode_id>)")
-    p.add_argument("--video", help="the episode's source video, for contact sheets of real frames (default: masks on grey)")
+    p.add_argument("--video", help="the episode's source video, for contact sheets of real frames (default: the one its run recorded, else masks on grey)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("run", help="segment a whole episode: shots, masks for every character, manifest, QC report")

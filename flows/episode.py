@@ -35,8 +35,7 @@ from tasks.config import apply
 from tasks.episode_finish import EpisodeResult, finish_episode
 from tasks.episode_plan import EpisodePlan, episode_id_of, load_plan, plan_episode
 from tasks.errors import CelmaskError, ShotsFailed, is_transient
-from tasks.manifest import shot_path
-from tasks.report import shot_thumbnail
+from tasks.report import sheet_path
 from tasks.segment_config import SegmentConfig
 from tasks.segment_models import build_models
 from tasks.shot_run import Faults, ShotOutcome, run_shot
@@ -92,13 +91,11 @@ def _shot_markdown(episode_id: str, outcome: ShotOutcome, thumbnail: bytes | Non
     return "\n".join(lines)
 
 
-def _publish_shot(episode_dir: Path, video: str, outcome: ShotOutcome) -> None:
-    """The shot's markdown artifact: facts, keyframe scores, an inline contact sheet."""
+def _publish_shot(episode_dir: Path, outcome: ShotOutcome) -> None:
+    """The shot's markdown artifact: facts, keyframe scores, its contact sheet inline."""
     summary = outcome.summary
-    try:
-        thumbnail = shot_thumbnail(shot_path(episode_dir, summary.shot.index), summary, video)
-    except CelmaskError:
-        thumbnail = None  # the video moved since: the facts still help
+    sheet = sheet_path(episode_dir, summary.shot.index)
+    thumbnail = sheet.read_bytes() if sheet.exists() else None
     create_markdown_artifact(
         _shot_markdown(episode_dir.name, outcome, thumbnail),
         key=f"{_slug(episode_dir.name)}-shot-{summary.shot.index}",
@@ -117,7 +114,7 @@ def shot_task(video: str, shot: Shot, episode_dir: str, settings: dict[str, Any]
     slot = _gpu_slot(gpu_limit)
     with slot:
         outcome = run_shot(video, shot, episode_dir, settings, force=force, faults=injected, attempt=attempt)
-    _publish_shot(Path(episode_dir), video, outcome)
+    _publish_shot(Path(episode_dir), outcome)
     return outcome
 
 

@@ -135,3 +135,13 @@ def plan_episode(
     if plan != old:
         save_plan(episode_dir, plan)
     return plan, reused
+
+
+def recorded_video(episode_dir: str | Path) -> str | None:
+    """The source video an episode's run recorded, if it still exists there (readers
+    check its fingerprint against the manifest's)."""
+    try:
+        video = load_plan(episode_dir).video
+    except CelmaskError:
+        return None
+    return video if Path(video).is_file() else None

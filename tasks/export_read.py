@@ -103,12 +103,12 @@ def iter_shots(episode_dir: str | Path) -> Iterator[ShotRows]:
 
 class VideoFrames:
     """Frames of an episode's source video by index, at ``size`` (width, height; default
-    the video's), decoded in one forward pass from frame ``start``: ask for frames in
+    the video's), decoded in one forward pass from the first frame: ask for frames in
     increasing order. ``metas`` (not empty) are the episode's shots; the video must be
     theirs."""
 
     def __init__(self, video: str | Path, metas: list[ShotMeta], size: tuple[int, int] | None = None,
-                 *, deblock: bool = True, start: int = 0) -> None:
+                 *, deblock: bool = True) -> None:
         info = probe(video)
         expected = {m.video_fingerprint for m in metas}
         if info.fingerprint not in expected:
@@ -117,7 +117,7 @@ class VideoFrames:
                                "pass the episode's source video with --video")
         self.video = video
         self.size = size or (info.width, info.height)
-        self._frames = iter_frames(video, width=self.size[0], height=self.size[1], deblock=deblock, start=start)
+        self._frames = iter_frames(video, width=self.size[0], height=self.size[1], deblock=deblock)
 
     def get(self, index: int) -> np.ndarray:
         """The (height, width, 3) RGB frame ``index``; earlier frames are skipped for good."""

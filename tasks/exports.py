@@ -18,8 +18,8 @@ preview    ``shot_<NNNN>.mp4``: masks, track ids and keyframes over the video
 =========  =====================================================================
 
 ``<frame>`` is the frame's index in the episode, six digits. Cut-outs and previews
-need the source video's pixels, and the manifest records its fingerprint, not its
-path: pass ``video`` (it is checked against the fingerprint). Every export streams
+need the source video's pixels: ``video``, or the one the episode's run recorded
+(``_run/plan.json``), checked against the manifest's fingerprint. Every export streams
 (one shot in memory), is deterministic (the same manifest and video give the same
 bytes), and appears whole: it is written into a hidden directory beside its
 destination and renamed over an earlier export of the same format when complete.
@@ -43,6 +43,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from tasks.episode_plan import recorded_video
 from tasks.errors import CelmaskError
 from tasks.export_coco import write_coco, write_ytvis
 from tasks.export_preview import write_previews
@@ -250,9 +251,11 @@ def export(out: str | Path, fmt: str, *, episode: str | None = None, to: str | P
         if not chosen:
             raise CelmaskError("--episode", f"{out} has no episode {episode!r}", f"use one of {', '.join(e.name for e in episodes)}")
         episodes = chosen
-    if video is None and FORMATS[fmt].needs_video:
-        raise CelmaskError("--video", f"--format {fmt} needs the source video's pixels and the manifest records only its fingerprint",
-                           "pass --video PATH")
     if video is not None and len(episodes) > 1:
         raise CelmaskError("--video", f"{out} holds {len(episodes)} episodes and a video belongs to one", "pass --episode ID")
-    return [export_episode(e, fmt, destination(e, to, fmt), video) for e in episodes]
+    videos = {e: video if video is not None else recorded_video(e) for e in episodes}
+    missing = [e.name for e, v in videos.items() if v is None]
+    if missing and FORMATS[fmt].needs_video:
+        raise CelmaskError("--video", f"--format {fmt} needs the source video's pixels and episode {missing[0]} has no "
+                           "recorded video that still exists", "pass --video PATH")
+    return [export_episode(e, fmt, destination(e, to, fmt), videos[e]) for e in episodes]

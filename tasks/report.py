@@ -9,8 +9,10 @@ written one. It opens from the file system (no server, no script; the "flagged
 only" switch is CSS), and stays light for a 300-shot episode: one small JPEG strip
 per shot in ``report/thumbs/``, loaded lazily, and a few kB of HTML per shot.
 
-Contact sheets need the source video (``video``, checked against the manifest's
-fingerprint), decoded once at thumbnail size; without it the masks are drawn on grey.
+Each shot's run leaves its contact sheet, made from the drawings it already had in
+memory (``_run/contact_NNNN.jpg``); the report copies those and decodes the source
+video (``video``, checked against the manifest's fingerprint, once, at thumbnail
+size) only for shots without one; without either the masks are drawn on grey.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import io
 import itertools
 import math
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,8 @@ from PIL import Image
 
 from tasks.errors import CelmaskError
 from tasks.export_preview import KEY_COLOUR, draw_overlay, track_colour
+from tasks.atomic import write_atomic
+from tasks.episode_plan import run_dir
 from tasks.export_read import Row, ShotRows, VideoFrames, iter_shots, read_shot_rows, shot_metas
 from tasks.exports import destination, staged_dir
 from tasks.keyframes import COMPONENTS
@@ -39,15 +44,13 @@ from tasks.manifest import (
     ShotSummary,
     episode_dirs,
     read_episode_table,
+    shot_path,
 )
+from tasks.segment import STILL_HEIGHT, ShotSegmentation, still_size
 
 REPORT_DIR = "report"
 THUMBS_DIR = "thumbs"
 INDEX_NAME = "index.html"
-TILE_HEIGHT = 108
-"""Pixels: big enough to see a mask slip off a character, small enough for 300 shots."""
-THUMB_HEIGHT = 72
-"""Pixels: a shot's contact sheet inlined (base64) into an orchestrator artifact."""
 SAMPLES = 4
 """Frames sampled evenly across a shot, first and last included."""
 KEY_TILES = 2
@@ -175,27 +178,36 @@ def contact_sheet(summary: ShotSummary, shot: ShotRows | None, frames: VideoFram
     return np.hstack([part for tile in tiles for part in (tile, gap)][:-1])
 
 
-def tile_size(source_size: tuple[int, int], height: int = TILE_HEIGHT) -> tuple[int, int]:
-    """(width, height) of a contact-sheet tile ``height`` pixels tall for frames of
-    (height, width) ``source_size``."""
-    return max(2, round(height * source_size[1] / source_size[0])), height
+class Stills:
+    """The frames of a shot just segmented, from its stills: contact sheets without
+    decoding the shot again."""
+
+    def __init__(self, seg: ShotSegmentation) -> None:
+        self.seg = seg
+        self.drawing_of = dict(zip(seg.frame_indices.tolist(), seg.drawing.tolist()))
+
+    def get(self, index: int) -> np.ndarray:
+        return self.seg.stills[self.drawing_of[index]]
 
 
-def shot_thumbnail(shot_file: str | Path, summary: ShotSummary, video: str | Path | None,
-                   height: int = THUMB_HEIGHT) -> bytes:
-    """The JPEG contact sheet of one written shot, ``height`` pixels tall, decoding only
-    that shot's frames (for a per-shot view such as the orchestrator's artifact)."""
-    shot = read_shot_rows(shot_file)
-    size = tile_size(shot.meta.source_size, height)
-    frames = VideoFrames(video, [shot.meta], size, deblock=False, start=shot.meta.shot.start) if video else None
-    try:
-        sheet = contact_sheet(summary, shot, frames, size)
-    finally:
-        if frames is not None:
-            frames.close()
+def _jpeg(sheet: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(sheet).save(buffer, "JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()
+
+
+def sheet_path(episode_dir: str | Path, index: int) -> Path:
+    """Where a shot run leaves its contact sheet for the report and the UI."""
+    return run_dir(episode_dir) / f"contact_{index:04d}.jpg"
+
+
+def write_shot_sheet(episode_dir: str | Path, seg: ShotSegmentation, summary: ShotSummary) -> Path:
+    """The contact sheet of a shot just written, from its stills, saved beside its
+    summary (replaced atomically): the report copies it instead of decoding the shot."""
+    shot = read_shot_rows(shot_path(episode_dir, seg.shot.index))
+    path = sheet_path(episode_dir, seg.shot.index)
+    write_atomic(path, _jpeg(contact_sheet(summary, shot, Stills(seg), still_size(seg.source_size))))
+    return path
 
 
 # --------------------------------------------------------------------------- HTML
@@ -278,7 +290,7 @@ def write_report(episode_dir: str | Path, video: str | Path | None = None) -> Pa
         raise CelmaskError(episode_dir, "is an output tree and a report is per episode", "pass one episode directory OUT/<episode_id>")
     summaries = read_episode_table(episode_dir)
     metas = shot_metas(episode_dir)
-    size = tile_size(metas[0].source_size if metas else (TILE_HEIGHT, TILE_HEIGHT))  # no shot files: no contact sheets
+    size = still_size(metas[0].source_size if metas else (STILL_HEIGHT, STILL_HEIGHT))  # no shot files: no contact sheets
     frames = VideoFrames(video, metas, size, deblock=False) if video is not None and metas else None
     report_dir = episode_dir / REPORT_DIR
     shots = iter_shots(episode_dir)
@@ -296,10 +308,15 @@ def write_report(episode_dir: str | Path, video: str | Path | None = None) -> Pa
                 flags = shot_flags(summary, this)
                 flagged += bool(flags)
                 thumb = None
-                if this is not None or frames is not None:
-                    name = f"{THUMBS_DIR}/shot_{index:04d}.jpg"
+                name = f"{THUMBS_DIR}/shot_{index:04d}.jpg"
+                made = sheet_path(episode_dir, index)
+                if this is not None and made.exists():  # made by the shot's run from its own frames
+                    shutil.copyfile(made, tmp / name)
+                    with Image.open(made) as image:
+                        thumb = (name, *image.size)
+                elif this is not None or frames is not None:
                     sheet = contact_sheet(summary, this, frames, size)
-                    Image.fromarray(sheet).save(tmp / name, "JPEG", quality=JPEG_QUALITY)
+                    (tmp / name).write_bytes(_jpeg(sheet))
                     thumb = (name, sheet.shape[1], sheet.shape[0])
                 preview = destination(episode_dir, None, "preview") / f"shot_{index:04d}.mp4"
                 href = os.path.relpath(preview, report_dir) if preview.exists() else None

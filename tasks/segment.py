@@ -34,6 +34,9 @@ from tasks.tracks import assign_tracks
 from tasks.types import Shot
 from tasks.video import Frame, iter_frames, output_size, probe
 
+STILL_HEIGHT = 108
+"""Pixels: contact-sheet tiles (report, UI); big enough to see a mask slip off a
+character, small enough for 300 shots."""
 HOLD_ANALYSIS_WIDTH = 160
 """Width at which held frames are found, as in shot detection (tasks/holds.py)."""
 
@@ -65,6 +68,9 @@ class ShotSegmentation:
     """track id -> every drawing of the track scored as a keyframe."""
     model_ids: dict[str, str]
     seconds: dict[str, float] = field(default_factory=dict)
+    stills: list[np.ndarray] = field(default_factory=list)
+    """Each unique drawing, STILL_HEIGHT pixels tall (RGB): contact sheets of the shot
+    without decoding it again."""
     """Wall time per stage."""
 
     @property
@@ -76,6 +82,11 @@ class ShotSegmentation:
         """(frame index, time, instances) for every frame of the shot, in order."""
         for index, t, d in zip(self.frame_indices, self.times, self.drawing):
             yield int(index), float(t), self.instances[d]
+
+
+def still_size(size: tuple[int, int], height: int = STILL_HEIGHT) -> tuple[int, int]:
+    """(width, height) of a still ``height`` pixels tall of frames of (height, width) ``size``."""
+    return max(2, round(height * size[1] / size[0])), height
 
 
 def work_size(source: tuple[int, int], long_side: int) -> tuple[int, int]:
@@ -152,6 +163,7 @@ def segment_shot(
         iter_frames(video, start=shot.start, end=shot.end, width=width, height=height), hold
     )
     images = [f.image for f in kept]
+    stills = [cv2.resize(image, still_size((info.height, info.width)), interpolation=cv2.INTER_AREA) for image in images]
     lap("decode")
 
     report("detect")
@@ -203,6 +215,7 @@ def segment_shot(
         candidates=candidates,
         model_ids=models.ids,
         seconds={k: round(v, 4) for k, v in seconds.items()},
+        stills=stills,
     )
 
 

@@ -109,9 +109,11 @@ def run_shot(video: str | Path, shot: Shot, episode_dir: str | Path, settings: d
     """Segment ``shot`` of ``video`` with ``settings`` (flat dotted keys) into
     ``episode_dir``'s manifest, or return the recorded result when the content key
     matches (``force``: recompute anyway). ``faults`` fail it on purpose on its
-    ``attempt``. A failure records a failed summary, removes
-    the shot's older file (it would pass for this run's) and re-raises."""
+    ``attempt``. Leaves the shot's contact sheet beside its summary. A failure records
+    a failed summary, removes the shot's older file and sheet (they would pass for this
+    run's) and re-raises."""
     from tasks.manifest_write import write_shot
+    from tasks.report import sheet_path, write_shot_sheet
 
     episode_dir = Path(episode_dir)
     config = apply(SegmentConfig(), settings, where="config")
@@ -125,8 +127,10 @@ def run_shot(video: str | Path, shot: Shot, episode_dir: str | Path, settings: d
                 return ShotOutcome(summary, cached=True)
         seg = segment_shot(video, shot, config, models=models)
         summary = write_shot(episode_dir, seg, config, info.fingerprint)
+        write_shot_sheet(episode_dir, seg, summary)
     except BaseException as error:
         shot_path(episode_dir, shot.index).unlink(missing_ok=True)
+        sheet_path(episode_dir, shot.index).unlink(missing_ok=True)
         _write_summary(episode_dir, ShotSummary.failed(episode_dir.name, shot, _describe(error)))
         raise
     _write_summary(episode_dir, summary)

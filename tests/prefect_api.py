@@ -5,6 +5,7 @@ test process itself stays on its own settings.
     python tests/prefect_api.py run DEPLOYMENT PARAMS_JSON TIMEOUT   run and wait; the run and its shots
     python tests/prefect_api.py wait RUN_ID RUN_COUNT TIMEOUT        wait for a run's RUN_COUNT-th attempt to finish
     python tests/prefect_api.py scheduled DEPLOYMENT                 scheduled runs of a deployment
+    python tests/prefect_api.py artifacts                            the latest artifact of each key
 """
 
 from __future__ import annotations
@@ -52,12 +53,21 @@ async def scheduled(deployment: str) -> dict:
     return {"runs": [_run(r) for r in runs if r.state and r.state.is_scheduled()]}
 
 
+async def artifacts() -> dict:
+    async with get_client() as client:
+        found = await client.read_latest_artifacts()
+    return {a.key: {"type": a.type, "data": a.data if isinstance(a.data, (str, float, int, list)) else str(a.data)}
+            for a in found if a.key}
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
     if command == "run":
         out = asyncio.run(run(args[0], args[1], float(args[2])))
     elif command == "wait":
         out = asyncio.run(wait(args[0], int(args[1]), float(args[2])))
+    elif command == "artifacts":
+        out = asyncio.run(artifacts())
     else:
         out = asyncio.run(scheduled(args[0]))
     print(json.dumps(out))

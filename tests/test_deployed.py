@@ -108,6 +108,13 @@ def test_deployed_episode_retry_one_shot_matches_embedded(episode_video, embedde
             for worker in workers:
                 stop_process_group(worker)
 
+        # What operators see: progress, a table of shots, a contact sheet per shot.
+        found = _api(env, "artifacts")
+        assert found["ep21-progress"]["type"] == "progress" and float(found["ep21-progress"]["data"]) == 100.0
+        assert found["ep21-shots"]["type"] == "table"
+        shot0 = found["ep21-shot-0"]
+        assert shot0["type"] == "markdown" and "](data:image/jpeg;base64," in shot0["data"]
+
         # The retried shot finished the episode itself; finalize says so again.
         assert (out / "ep21" / SUCCESS_NAME).exists()
         final = _run([CELMASK, "finalize", str(out / "ep21")], env)

@@ -302,3 +302,14 @@ def test_is_transient():
     for error in (CelmaskError("x", "bad"), VideoError("v", "missing"), ShotsFailed("e", "shots [1] failed"),
                   CelmaskError("x", "CUDA out of memory"), ValueError("bad frame"), RuntimeError("boom")):
         assert not is_transient(error), error
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_pipeline_and_opens_with_the_report(env, tmp_path):
+    """The README's first command: generate, segment end to end, say where the report is."""
+    done = celmask(env, "demo", "--out", tmp_path / "demo", "--duration", "6", "--seed", "3").check().done
+    report = tmp_path / "demo" / "manifest" / "demo" / "report" / "index.html"
+    assert done.stdout.splitlines()[0] == f"==> the QC report will be {report}"
+    assert report.is_file() and (report.parents[1] / "_SUCCESS.json").is_file()
+    score = next(line for line in done.stdout.splitlines() if "masks J&F" in line)
+    assert float(score.split("masks J&F ")[1].split()[0]) > 0.3, score
