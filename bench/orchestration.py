@@ -1,89 +1,98 @@
-"""What Prefect costs an embedded episode run: the ``episode`` flow (``celmask run``)
-against the same work done by plain function calls, in the same process.
+"""What Prefect costs an embedded episode run: ``celmask run`` against the same work
+done by plain function calls, each in a fresh process, as a user would start them.
 
-    .venv/bin/python bench/orchestration.py [--video out/demo/episode.mp4] [--workers 2] [--repeat 1]
+    .venv/bin/python bench/orchestration.py [--video out/demo/episode.mp4] [--workers 2] [--repeat 2]
 
-Both sides plan the episode (probe, shot detection), segment every shot on a pool
-of ``--workers`` threads, write the manifest, and finish (episode table,
-``_SUCCESS.json``, QC report), each into its own fresh directory, so neither hits
-the other's cache. The plain side runs first. Prints the wall time of each, the
-difference as a share of the flow's wall time, and the embedded server's start-up
-(the first API call of the process) apart from it, since a long-lived server on
-a deployed system does not pay it per episode.
+The plain side plans the episode (probe, shot detection), segments every shot on a
+pool of ``--workers`` threads, writes the manifest and finishes (episode table,
+``_SUCCESS.json``, QC report) with the same functions the flows call; ``celmask run``
+adds the embedded server, flow and task runs, artifacts and the progress listener.
+Each run writes into a fresh directory, so neither hits a cache. The Prefect
+database is created once before timing (a user's first run also migrates it: that
+start-up is printed apart). Prints each pair's wall times and the difference as a
+share of ``celmask run``'s wall time, and the same for CPU time (the server's
+included), which a shared machine's changing speed disturbs less.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from flows.embedded import local_prefect  # noqa: E402
-from tasks.episode_finish import finish_episode  # noqa: E402
-from tasks.episode_plan import plan_episode  # noqa: E402
-from tasks.segment_config import SegmentConfig  # noqa: E402
-from tasks.segment_models import build_models  # noqa: E402
-from tasks.shot_run import run_shot  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+CELMASK = str(Path(sys.executable).with_name("celmask"))
 
 
-def plain(video: Path, out: Path, workers: int) -> float:
-    """The episode's work without Prefect; wall seconds."""
-    start = time.perf_counter()
-    episode_dir = out / "bench"
+def plain(video: Path, out: Path, workers: int) -> None:
+    """The episode's work without Prefect."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tasks.episode_finish import finish_episode
+    from tasks.episode_plan import plan_episode
+    from tasks.segment_config import SegmentConfig
+    from tasks.segment_models import build_models
+    from tasks.shot_run import run_shot
+
+    episode_dir = out / video.stem
     plan, _ = plan_episode(video, episode_dir, {})
     build_models(SegmentConfig())
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(lambda shot: run_shot(video, shot, episode_dir, {}), plan.shots))
     finish_episode(episode_dir, plan)
-    return time.perf_counter() - start
 
 
-def server_startup() -> float:
-    """Seconds the process's first API call takes (starts the embedded server)."""
-    from prefect.client.orchestration import get_client
+def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU seconds (the command and every process it started, e.g. the server)."""
+    start, cpu = time.perf_counter(), _children_cpu()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    return seconds, _children_cpu() - cpu
 
-    start = time.perf_counter()
-    with get_client(sync_client=True) as client:
-        client.hello()
-    return time.perf_counter() - start
 
-
-def with_prefect(video: Path, out: Path, workers: int) -> float:
-    from flows.episode import episode
-
-    start = time.perf_counter()
-    episode(str(video), str(out), {}, episode_id="bench", workers=workers)
-    return time.perf_counter() - start
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video", default="out/demo/episode.mp4", help="default: the demo episode (./dev.sh demo makes it)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--plain-into", help=argparse.SUPPRESS)  # the plain side, in its own process
     args = parser.parse_args()
     video = Path(args.video).resolve()
+    if args.plain_into:
+        sys.path.insert(0, str(ROOT))
+        plain(video, Path(args.plain_into), args.workers)
+        return
     if not video.is_file():
         sys.exit(f"{video}: not found; run ./dev.sh demo first or pass --video")
-    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="celmask-bench-prefect-"))
     root = Path(tempfile.mkdtemp(prefix="celmask-bench-orch-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(root / "prefect"), DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
     try:
-        with local_prefect():
-            startup = server_startup()
-            print(f"embedded server start-up (first API call): {startup:.1f} s")
-            for i in range(args.repeat):
-                a = plain(video, root / f"plain-{i}", args.workers)
-                b = with_prefect(video, root / f"flow-{i}", args.workers)
-                print(f"run {i}: plain functions {a:.1f} s, episode flow {b:.1f} s: Prefect adds {b - a:+.1f} s "
-                      f"= {100 * (b - a) / b:+.1f}% of the flow's wall time "
-                      f"({100 * (b - a + startup) / (b + startup):+.1f}% counting the server start-up)")
+        first, _ = _timed([sys.executable, "-c", "from prefect.client.orchestration import get_client\n"
+                        "with get_client(sync_client=True) as c: c.hello()"],
+                       {**env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60"})
+        print(f"{video.name}, {args.workers} workers; a new Prefect database's first start: {first:.1f} s (once per user)")
+        for i in range(args.repeat):
+            (a, a_cpu) = _timed([sys.executable, __file__, "--video", str(video), "--workers", str(args.workers),
+                        "--plain-into", str(root / f"plain-{i}")], env)
+            (b, b_cpu) = _timed([CELMASK, "run", str(video), "--out", str(root / f"run-{i}"), "--workers", str(args.workers),
+                        "--no-progress"], env)
+            print(f"run {i}: plain functions {a:.1f} s, celmask run {b:.1f} s: Prefect adds {b - a:+.1f} s "
+                  f"= {100 * (b - a) / b:+.1f}% of the wall time; CPU {a_cpu:.0f} s vs {b_cpu:.0f} s "
+                  f"({100 * (b_cpu - a_cpu) / b_cpu:+.1f}%, the server included)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -282,23 +282,32 @@ def run_episode(video: str | Path, out: str | Path, config, *, episode_id: str |
     configured) with progress on stderr; return its result."""
     from tqdm import tqdm
 
-    from flows.embedded import local_prefect
+    from flows.embedded import local_prefect, start_server
     from flows.progress import listener
     from tasks.config import changed
     from tasks.segment_config import SegmentConfig
 
     show = progress if progress is not None else sys.stderr.isatty()
-    with local_prefect(), tqdm(total=0, unit="shot", desc="shots", disable=not show, file=sys.stderr,
-                               bar_format="{desc} {n}/{total} |{bar}| {elapsed} {postfix}",
-                               dynamic_ncols=True, leave=False) as bar:
-        from flows.episode import episode
+    settings = changed(config, SegmentConfig())
+    with local_prefect():
+        server = start_server()
+        try:  # while the server starts: what the flow's first steps would do, so they find it done
+            from flows.episode import episode
+            from tasks.episode_plan import episode_id_of, plan_episode
+            from tasks.segment_models import build_models
 
-        token = listener.set(_progress_listener(bar, lines=progress is None))
-        try:
-            return episode(str(video), str(out), changed(config, SegmentConfig()), episode_id=episode_id,
-                           workers=workers, faults=faults)
+            build_models(config)
+            plan_episode(video, Path(out) / episode_id_of(video, episode_id), settings)
         finally:
-            listener.reset(token)
+            if server is not None:
+                server.join()
+        with tqdm(total=0, unit="shot", desc="shots", disable=not show, file=sys.stderr,
+                  bar_format="{desc} {n}/{total} |{bar}| {elapsed} {postfix}", dynamic_ncols=True, leave=False) as bar:
+            token = listener.set(_progress_listener(bar, lines=progress is None))
+            try:
+                return episode(str(video), str(out), settings, episode_id=episode_id, workers=workers, faults=faults)
+            finally:
+                listener.reset(token)
 
 
 def _print_episode(result: dict) -> None:

@@ -1,7 +1,8 @@
 """Running flows in this process on Prefect's embedded, SQLite-backed API.
 
 Without ``PREFECT_API_URL`` the first API call starts a local server; it takes
-8-16 s here (60 s allowed), so commands keep one flow run per invocation. Flow-run
+8-16 s here (60 s allowed), so commands keep one flow run per invocation and start
+it in the background while they import, load models and detect shots. Flow-run
 heartbeats exist to detect crashed runs on remote workers; in-process they only
 cost about a second per flow run (a thread joined at exit), so they are off here
 and stay on for deployed runs (../shared/notes/prefect.md).
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
 
 QUIET_DEFAULTS = {
@@ -37,3 +39,24 @@ def local_prefect() -> Iterator[None]:
     updates = {} if PREFECT_API_URL.value() else {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
     with temporary_settings(updates=updates):
         yield
+
+
+def start_server() -> threading.Thread | None:
+    """Start the embedded server in the background (None when a server is configured):
+    the caller imports, loads models and detects shots meanwhile, then joins the
+    thread before its flow's first API call. Join it even on error, so two starts
+    never race."""
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return None
+
+    def hello() -> None:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            client.hello()
+
+    thread = threading.Thread(target=hello, name="celmask-prefect-start", daemon=True)
+    thread.start()
+    return thread

@@ -19,7 +19,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import re
+import threading
 import time
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +52,12 @@ POLL_SECONDS = 2.0
 """How often the episode flow looks at its deployed shots' states."""
 
 
-def _slug(text: str) -> str:
+def artifact_slug(text: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes only."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "episode"
 
 
-def _settings(config: dict[str, Any] | None) -> dict[str, Any]:
+def check_settings(config: dict[str, Any] | None) -> dict[str, Any]:
     """``config`` checked now (a bad key fails the run before any work), as given."""
     apply(SegmentConfig(), config or {}, where="config")
     return dict(config or {})
@@ -98,7 +100,7 @@ def _publish_shot(episode_dir: Path, outcome: ShotOutcome) -> None:
     thumbnail = sheet.read_bytes() if sheet.exists() else None
     create_markdown_artifact(
         _shot_markdown(episode_dir.name, outcome, thumbnail),
-        key=f"{_slug(episode_dir.name)}-shot-{summary.shot.index}",
+        key=f"{artifact_slug(episode_dir.name)}-shot-{summary.shot.index}",
         description=f"ep-{episode_dir.name} shot {summary.shot.index}",
     )
 
@@ -111,11 +113,14 @@ def shot_task(video: str, shot: Shot, episode_dir: str, settings: dict[str, Any]
     injected = Faults.from_dict(faults)
     # A transient fault passes on a task retry; bad input only on a new run of the flow.
     attempt = task_run.run_count if injected.transient else flow_run.run_count
-    slot = _gpu_slot(gpu_limit)
-    with slot:
+    with _local_slot.get() or contextlib.nullcontext(), _gpu_slot(gpu_limit):
         outcome = run_shot(video, shot, episode_dir, settings, force=force, faults=injected, attempt=attempt)
     _publish_shot(Path(episode_dir), outcome)
     return outcome
+
+
+_local_slot: ContextVar[threading.BoundedSemaphore | None] = ContextVar("celmask_local_slot", default=None)
+"""Shots segmenting at once in this process (embedded runs); see :func:`_run_local`."""
 
 
 def _gpu_slot(name: str | None):
@@ -139,7 +144,7 @@ def segment_shot(video: str, shot: dict[str, Any], out: str, config: dict[str, A
     ``OUT/<episode_id>/shots/``. On a retry of this run, finish the episode again, so
     that once the last failed shot is good the episode is complete."""
     episode_dir = Path(out) / episode_id_of(video, episode_id)
-    outcome = shot_task(video, Shot(**shot), str(episode_dir), _settings(config), faults, gpu_limit, force)
+    outcome = shot_task(video, Shot(**shot), str(episode_dir), check_settings(config), faults, gpu_limit, force)
     if flow_run.run_count > 1:
         with contextlib.suppress(CelmaskError):
             finish_episode(episode_dir, load_plan(episode_dir))
@@ -165,7 +170,7 @@ class _Progress:
 
     def __init__(self, plan: EpisodePlan) -> None:
         self.state = EpisodeProgress(plan.episode_id, len(plan.shots), plan.frame_count)
-        self.artifact = create_progress_artifact(0.0, key=f"{_slug(plan.episode_id)}-progress",
+        self.artifact = create_progress_artifact(0.0, key=f"{artifact_slug(plan.episode_id)}-progress",
                                                  description=f"ep-{plan.episode_id}: shots done")
         self.listener = progress_module.listener.get()
         if self.listener:
@@ -184,17 +189,24 @@ def _run_local(plan: EpisodePlan, episode_dir: Path, settings: dict[str, Any], f
     # Load the models once here first: bad weights fail the run at once instead of
     # every shot, and ultralytics is imported before threads race to import it.
     build_models(apply(SegmentConfig(), settings))
-    with ThreadPoolTaskRunner(max_workers=workers) as runner:
-        futures = {
-            runner.submit(shot_task, parameters=dict(video=plan.video, shot=shot, episode_dir=str(episode_dir),
-                                                      settings=settings, faults=faults)): shot
-            for shot in plan.shots
-        }
-        for future in as_completed(list(futures)):
-            shot = futures[future]
-            result = future.result(raise_on_failure=False)
-            ok = isinstance(result, ShotOutcome)
-            progress.shot_finished(shot, ok=ok, cached=ok and result.cached)
+    # One thread more than shots at once: starting a task run takes Prefect a second or
+    # two of Python on a busy machine, so the next shot's run starts while the others
+    # work and waits for a slot, instead of a slot standing idle while it starts.
+    token = _local_slot.set(threading.BoundedSemaphore(workers))
+    try:
+        with ThreadPoolTaskRunner(max_workers=workers + 1) as runner:
+            futures = {
+                runner.submit(shot_task, parameters=dict(video=plan.video, shot=shot, episode_dir=str(episode_dir),
+                                                          settings=settings, faults=faults)): shot
+                for shot in plan.shots
+            }
+            for future in as_completed(list(futures)):
+                shot = futures[future]
+                result = future.result(raise_on_failure=False)
+                ok = isinstance(result, ShotOutcome)
+                progress.shot_finished(shot, ok=ok, cached=ok and result.cached)
+    finally:
+        _local_slot.reset(token)
 
 
 def _run_deployed(plan: EpisodePlan, out: str, config: dict[str, Any], faults: dict[str, Any] | None,
@@ -274,7 +286,7 @@ def episode(video: str, out: str, config: dict[str, Any] | None = None, episode_
     shot has finished, with the list of failed shots.
     """
     episode_dir = Path(out) / episode_id_of(video, episode_id)
-    settings = _settings(config)
+    settings = check_settings(config)
     Faults.from_dict(faults)
     if workers < 1:
         raise CelmaskError("workers", f"must be >= 1, got {workers}")
@@ -287,7 +299,7 @@ def episode(video: str, out: str, config: dict[str, Any] | None = None, episode_
         else:
             _run_local(plan, episode_dir, settings, faults, workers, progress)
         result = finish_task(episode_dir, plan)
-    create_table_artifact(_shots_table(result), key=f"{_slug(plan.episode_id)}-shots",
+    create_table_artifact(_shots_table(result), key=f"{artifact_slug(plan.episode_id)}-shots",
                           description=f"ep-{plan.episode_id}: every shot")
     if result.failed:
         first = next(s for s in result.summaries if s.status != "ok")

@@ -22,7 +22,7 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
-from flows.episode import _settings, _slug, episode
+from flows.episode import artifact_slug, check_settings, episode
 from tasks.errors import CelmaskError, ShotsFailed
 from tasks.inbox import InboxItem, fetch, find_episodes, staging_dir
 
@@ -83,7 +83,7 @@ def nightly(inbox: str, out: str, config: dict[str, Any] | None = None, workers:
     Returns ``{"complete": [ids], "skipped": [ids done before], "failed": {id: error}}``;
     when any failed, raises :class:`ShotsFailed` listing them once every other has run.
     """
-    settings = _settings(config)  # a bad setting fails here, not once per episode
+    settings = check_settings(config)  # a bad setting fails here, not once per episode
     if workers < 1:
         raise CelmaskError("workers", f"must be >= 1, got {workers}")
     items = find_episodes(inbox, out)
@@ -105,7 +105,7 @@ def nightly(inbox: str, out: str, config: dict[str, Any] | None = None, workers:
         if tell:
             tell(rows[-1])
     create_table_artifact(rows or [{"episode": "", "status": "", "error": "no videos in the inbox", "source": inbox}],
-                          key=f"nightly-{_slug(_inbox_name(inbox))}", description=f"nightly run of {inbox}")
+                          key=f"nightly-{artifact_slug(_inbox_name(inbox))}", description=f"nightly run of {inbox}")
     failed = summary["failed"]
     if failed:
         first = next(iter(failed))

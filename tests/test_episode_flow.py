@@ -82,9 +82,12 @@ def run(env: dict[str, str], video: Path, out: Path, *args: str) -> Run:
 
 
 def one_line_error(done: subprocess.CompletedProcess) -> str:
-    """The command's only line on stderr, a ``celmask: error:`` with no traceback."""
-    lines = done.stderr.strip().splitlines()
+    """The command's one error line, last on stderr after any progress lines (indented),
+    with no traceback or other message."""
+    every = [line for line in done.stderr.splitlines() if line.strip()]
+    lines = [line for line in every if not line.startswith("    ")]
     assert len(lines) == 1 and lines[0].startswith("celmask: error: "), done.stderr[-4000:]
+    assert every[-1] == lines[0]
     return lines[0]
 
 
