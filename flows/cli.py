@@ -540,9 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     config_options(p)
     p.add_argument("--workers", type=int, default=2, help="shots segmented at once (default 2)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar (default: when stderr is a terminal)")
+                   help="progress bar (default: on a terminal; elsewhere a line every 15 s; --no-progress: neither)")
     p.add_argument("--fail-shots", metavar="N[,N...]", help="rehearsal: make these shots fail on their first attempt")
-    p.add_argument("--fail-transient", action="store_true", help="rehearsal: ... as a transient fault (retried automatically)")
+    p.add_argument("--fail-transient", action="store_true", help="rehearsal: make --fail-shots fail as a transient fault (retried automatically)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("rerun", help="re-run one shot of an episode and refresh its table, report and _SUCCESS.json")
@@ -577,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=60.0)
     p.add_argument("--workers", type=int, default=2, help="shots segmented at once (default 2)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar (default: when stderr is a terminal)")
+                   help="progress bar (default: on a terminal; elsewhere a line every 15 s; --no-progress: neither)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train the character detector (YOLO-seg) on generated data, offline")
