@@ -68,10 +68,10 @@ class ShotSegmentation:
     """track id -> every drawing of the track scored as a keyframe."""
     model_ids: dict[str, str]
     seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time per stage."""
     stills: list[np.ndarray] = field(default_factory=list)
     """Each unique drawing, STILL_HEIGHT pixels tall (RGB): contact sheets of the shot
     without decoding it again."""
-    """Wall time per stage."""
 
     @property
     def model_calls_saved(self) -> int:
@@ -163,7 +163,8 @@ def segment_shot(
         iter_frames(video, start=shot.start, end=shot.end, width=width, height=height), hold
     )
     images = [f.image for f in kept]
-    stills = [cv2.resize(image, still_size((info.height, info.width)), interpolation=cv2.INTER_AREA) for image in images]
+    still = still_size((info.height, info.width))
+    stills = [cv2.resize(image, still, interpolation=cv2.INTER_AREA) for image in images]
     lap("decode")
 
     report("detect")
