@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from tasks.errors import CelmaskError, TransientError
+from tasks.errors import CelmaskError, TransientError, is_out_of_memory
 from tasks.instances import Instances
 from tasks.video import Frame
 
@@ -117,7 +117,7 @@ class YoloDetector:
             try:
                 out += self._predict(chunk)
             except Exception as error:
-                if not _is_out_of_memory(error):
+                if not is_out_of_memory(error):
                     raise
                 if self._batch == 1:
                     raise TransientError(
@@ -158,12 +158,6 @@ def _to_instances(result, size: tuple[int, int]) -> Instances:
         score=result.boxes.conf.cpu().numpy(),
         class_id=result.boxes.cls.cpu().numpy().astype(np.int32),
     )
-
-
-def _is_out_of_memory(error: Exception) -> bool:
-    import torch
-
-    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
 def _empty_cuda_cache() -> None:

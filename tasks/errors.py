@@ -43,13 +43,17 @@ class TransientError(CelmaskError):
     fails everything else at once."""
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """A device out of memory: torch's ``OutOfMemoryError`` (named, so torch need not be
+    imported here) or a backend's "out of memory" message (CUDA, MPS)."""
+    return any(c.__name__ == "OutOfMemoryError" for c in type(error).__mro__) or "out of memory" in str(error).lower()
+
+
 def is_transient(error: BaseException) -> bool:
-    """Whether a retry may succeed: a :class:`TransientError`, CUDA out of memory, a
-    dropped connection or timeout. Other :class:`CelmaskError` s (bad input) never are."""
+    """Whether a retry may succeed: a :class:`TransientError`, a device out of memory,
+    a dropped connection or timeout. Other :class:`CelmaskError` s (bad input) never are."""
     if isinstance(error, TransientError):
         return True
     if isinstance(error, CelmaskError):
         return False
-    if isinstance(error, (ConnectionError, TimeoutError, MemoryError)):
-        return True
-    return type(error).__name__ == "OutOfMemoryError" or "cuda out of memory" in str(error).lower()
+    return isinstance(error, (ConnectionError, TimeoutError, MemoryError)) or is_out_of_memory(error)
