@@ -53,6 +53,5 @@ def finish_episode(episode_dir: str | Path, plan: EpisodePlan) -> EpisodeResult:
             success = finalize_episode(episode_dir, len(plan.shots))
         except CelmaskError as error:
             problem = error.problem
-    video = plan.video if Path(plan.video).is_file() else None
-    report = write_report(episode_dir, video)
+    report = write_report(episode_dir, plan.video_if_present)
     return EpisodeResult(episode_dir, summaries, report, success, problem)

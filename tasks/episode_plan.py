@@ -56,6 +56,12 @@ class EpisodePlan:
     def from_dict(cls, d: dict[str, Any]) -> EpisodePlan:
         return cls(**{**d, "size": tuple(d["size"]), "shots": tuple(Shot(**s) for s in d["shots"])})
 
+    @property
+    def video_if_present(self) -> str | None:
+        """The source video, if it still exists where it was (readers check its
+        fingerprint against the manifest's)."""
+        return self.video if Path(self.video).is_file() else None
+
     def shot(self, index: int) -> Shot:
         """Shot ``index``, or a one-line error naming the valid range."""
         if not 0 <= index < len(self.shots):
@@ -141,7 +147,6 @@ def recorded_video(episode_dir: str | Path) -> str | None:
     """The source video an episode's run recorded, if it still exists there (readers
     check its fingerprint against the manifest's)."""
     try:
-        video = load_plan(episode_dir).video
+        return load_plan(episode_dir).video_if_present
     except CelmaskError:
         return None
-    return video if Path(video).is_file() else None
