@@ -53,5 +53,5 @@ def finish_episode(episode_dir: str | Path, plan: EpisodePlan) -> EpisodeResult:
             success = finalize_episode(episode_dir, len(plan.shots))
         except CelmaskError as error:
             problem = error.problem
-    report = write_report(episode_dir, plan.video_if_present)
+    report = write_report(episode_dir, plan.unchanged_video)
     return EpisodeResult(episode_dir, summaries, report, success, problem)

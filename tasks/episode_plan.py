@@ -24,7 +24,7 @@ from tasks.atomic import write_atomic
 from tasks.errors import CelmaskError
 from tasks.shots import ShotConfig, detect_shots
 from tasks.types import Shot
-from tasks.video import VideoInfo, probe
+from tasks.video import VideoInfo, fingerprint, probe
 
 RUN_DIR = "_run"
 PLAN_NAME = "plan.json"
@@ -57,10 +57,12 @@ class EpisodePlan:
         return cls(**{**d, "size": tuple(d["size"]), "shots": tuple(Shot(**s) for s in d["shots"])})
 
     @property
-    def video_if_present(self) -> str | None:
-        """The source video, if it still exists where it was (readers check its
-        fingerprint against the manifest's)."""
-        return self.video if Path(self.video).is_file() else None
+    def unchanged_video(self) -> str | None:
+        """The source video, if it is still where it was, unchanged: a different file
+        put under the same name is not this episode's video (its frames would not
+        match the masks), so readers draw on grey instead."""
+        path = Path(self.video)
+        return self.video if path.is_file() and fingerprint(path) == self.fingerprint else None
 
     def shot(self, index: int) -> Shot:
         """Shot ``index``, or a one-line error naming the valid range."""
@@ -144,9 +146,8 @@ def plan_episode(
 
 
 def recorded_video(episode_dir: str | Path) -> str | None:
-    """The source video an episode's run recorded, if it still exists there (readers
-    check its fingerprint against the manifest's)."""
+    """The source video an episode's run recorded, if it is still there, unchanged."""
     try:
-        return load_plan(episode_dir).video_if_present
+        return load_plan(episode_dir).unchanged_video
     except CelmaskError:
         return None

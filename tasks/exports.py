@@ -257,5 +257,5 @@ def export(out: str | Path, fmt: str, *, episode: str | None = None, to: str | P
     missing = [e.name for e, v in videos.items() if v is None]
     if missing and FORMATS[fmt].needs_video:
         raise CelmaskError("--video", f"--format {fmt} needs the source video's pixels and episode {missing[0]} has no "
-                           "recorded video that still exists", "pass --video PATH")
+                           "recorded video that is still there unchanged", "pass --video PATH")
     return [export_episode(e, fmt, destination(e, to, fmt), videos[e]) for e in episodes]

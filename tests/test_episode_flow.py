@@ -227,6 +227,29 @@ def test_failed_shot_then_rerun_gives_the_clean_run_bytes(clean, env, video, tmp
     assert celmask(env, "finalize", episode).done.returncode == 0
 
 
+def test_finalize_after_the_source_video_was_replaced_draws_on_grey(clean, video, tmp_path):
+    """A different file under the recorded name is not the episode's video: finishing
+    still succeeds (the report draws without it) instead of failing on its fingerprint."""
+    from tasks.episode_plan import load_plan, recorded_video
+    from tasks.report import write_report
+
+    episode = tmp_path / EPISODE
+    shutil.copytree(clean.check(0).episode, episode)
+    moved = tmp_path / "episode.mp4"
+    moved.write_bytes(video.read_bytes())
+    plan_file = episode / "_run" / "plan.json"
+    plan_file.write_text(plan_file.read_text().replace(json.dumps(str(video)), json.dumps(str(moved))))
+    assert load_plan(episode).unchanged_video == str(moved)
+    write_report(episode)  # the contact sheets come from the shot runs: none missing, no video needed
+    with moved.open("ab") as f:  # still decodes, but it is another file now
+        f.write(b"\0" * 4096)
+    assert recorded_video(episode) is None
+    finalize = celmask({**os.environ}, "finalize", episode)
+    assert finalize.done.returncode == 0, finalize.done.stderr
+    assert "3 of 3 shots good; _SUCCESS.json written" in finalize.done.stdout
+    assert (episode / "report" / "index.html").is_file()
+
+
 # --------------------------------------------------------------------------- bad input
 
 
