@@ -1,7 +1,7 @@
 """What Prefect costs an embedded episode run: ``celmask run`` against the same work
 done by plain function calls, each in a fresh process, as a user would start them.
 
-    .venv/bin/python bench/orchestration.py [--video out/demo/episode.mp4] [--workers 2] [--repeat 2]
+    .venv/bin/python bench/orchestration.py [--video out/demo/episode.mp4] [--workers 2] [--repeat 4]
 
 The plain side plans the episode (probe, shot detection), segments every shot on a
 pool of ``--workers`` threads, writes the manifest and finishes (episode table,
@@ -10,8 +10,10 @@ adds the embedded server, flow and task runs, artifacts and the progress listene
 Each run writes into a fresh directory, so neither hits a cache. The Prefect
 database is created once before timing (a user's first run also migrates it: that
 start-up is printed apart). Prints each pair's wall times and the difference as a
-share of ``celmask run``'s wall time, and the same for CPU time (the server's
-included), which a shared machine's changing speed disturbs less.
+share of ``celmask run``'s wall time, the same for CPU time (the server's included),
+and the share of the machine's time its hypervisor took away meanwhile (steal): on a
+shared virtual machine the same run's time varies by tens of percent, so the pairs
+alternate which side runs first and the summary is the median of the pairs.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import argparse
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,14 +52,32 @@ def plain(video: Path, out: Path, workers: int) -> None:
     finish_episode(episode_dir, plan)
 
 
-def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall and CPU seconds (the command and every process it started, e.g. the server)."""
-    start, cpu = time.perf_counter(), _children_cpu()
+@dataclass(frozen=True)
+class Timing:
+    wall: float
+    cpu: float
+    """The command's and every process it started (e.g. the server)."""
+    steal: float
+    """Share of the machine's CPU time its hypervisor gave to others meanwhile."""
+
+
+def _timed(cmd: list[str], env: dict[str, str]) -> Timing:
+    start, cpu, steal = time.perf_counter(), _children_cpu(), _steal_ticks()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
-    return seconds, _children_cpu() - cpu
+    stolen = (_steal_ticks() - steal) / os.sysconf("SC_CLK_TCK")
+    return Timing(seconds, _children_cpu() - cpu, stolen / (seconds * (os.cpu_count() or 1)))
+
+
+def _steal_ticks() -> int:
+    """Steal time of all CPUs so far (/proc/stat, Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/stat") as stat:
+            return int(stat.readline().split()[8])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _children_cpu() -> float:
@@ -67,7 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video", default="out/demo/episode.mp4", help="default: the demo episode (./dev.sh demo makes it)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=4, help="pairs of runs (default 4)")
     parser.add_argument("--plain-into", help=argparse.SUPPRESS)  # the plain side, in its own process
     args = parser.parse_args()
     video = Path(args.video).resolve()
@@ -85,14 +107,23 @@ def main() -> None:
                         "with get_client(sync_client=True) as c: c.hello()"],
                        {**env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60"})
         print(f"{video.name}, {args.workers} workers; a new Prefect database's first start: {first:.1f} s (once per user)")
+        shares = []
         for i in range(args.repeat):
-            (a, a_cpu) = _timed([sys.executable, __file__, "--video", str(video), "--workers", str(args.workers),
-                        "--plain-into", str(root / f"plain-{i}")], env)
-            (b, b_cpu) = _timed([CELMASK, "run", str(video), "--out", str(root / f"run-{i}"), "--workers", str(args.workers),
-                        "--no-progress"], env)
-            print(f"run {i}: plain functions {a:.1f} s, celmask run {b:.1f} s: Prefect adds {b - a:+.1f} s "
-                  f"= {100 * (b - a) / b:+.1f}% of the wall time; CPU {a_cpu:.0f} s vs {b_cpu:.0f} s "
-                  f"({100 * (b_cpu - a_cpu) / b_cpu:+.1f}%, the server included)")
+            plain_cmd = [sys.executable, __file__, "--video", str(video), "--workers", str(args.workers),
+                         "--plain-into", str(root / f"plain-{i}")]
+            run_cmd = [CELMASK, "run", str(video), "--out", str(root / f"run-{i}"), "--workers", str(args.workers),
+                       "--no-progress"]
+            if i % 2 == 0:
+                a, b = _timed(plain_cmd, env), _timed(run_cmd, env)
+            else:
+                b, a = _timed(run_cmd, env), _timed(plain_cmd, env)
+            shares.append(100 * (b.wall - a.wall) / b.wall)
+            print(f"pair {i} ({'plain' if i % 2 == 0 else 'celmask run'} first): plain functions {a.wall:.1f} s, "
+                  f"celmask run {b.wall:.1f} s: Prefect adds {b.wall - a.wall:+.1f} s = {shares[-1]:+.1f}% of the wall time; "
+                  f"CPU {a.cpu:.0f} s vs {b.cpu:.0f} s ({100 * (b.cpu - a.cpu) / b.cpu:+.1f}%, the server included); "
+                  f"steal {100 * a.steal:.0f}% / {100 * b.steal:.0f}%", flush=True)
+        print(f"median over {len(shares)} pairs: Prefect adds {statistics.median(shares):+.1f}% of the wall time "
+              f"(pairs from {min(shares):+.1f}% to {max(shares):+.1f}%)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

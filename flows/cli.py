@@ -282,25 +282,26 @@ def run_episode(video: str | Path, out: str | Path, config, *, episode_id: str |
     configured) with progress on stderr; return its result."""
     from tqdm import tqdm
 
-    from flows.embedded import local_prefect, start_server
+    from flows.embedded import local_prefect
     from flows.progress import listener
     from tasks.config import changed
     from tasks.segment_config import SegmentConfig
 
     show = progress if progress is not None else sys.stderr.isatty()
     settings = changed(config, SegmentConfig())
-    with local_prefect():
-        server = start_server()
-        try:  # while the server starts: what the flow's first steps would do, so they find it done
-            from flows.episode import episode
-            from tasks.episode_plan import episode_id_of, plan_episode
-            from tasks.segment_models import build_models
 
-            build_models(config)
-            plan_episode(video, Path(out) / episode_id_of(video, episode_id), settings)
-        finally:
-            if server is not None:
-                server.join()
+    def meanwhile() -> None:
+        """While the server starts: import the flow, and what its first steps would do, so they find it done."""
+        import flows.episode  # noqa: F401
+        from tasks.episode_plan import episode_id_of, plan_episode
+        from tasks.segment_models import build_models
+
+        build_models(config)
+        plan_episode(video, Path(out) / episode_id_of(video, episode_id), settings)
+
+    with local_prefect(meanwhile):
+        from flows.episode import episode
+
         with tqdm(total=0, unit="shot", desc="shots", disable=not show, file=sys.stderr,
                   bar_format="{desc} {n}/{total} |{bar}| {elapsed} {postfix}", dynamic_ncols=True, leave=False) as bar:
             token = listener.set(_progress_listener(bar, lines=progress is None))
@@ -369,11 +370,11 @@ def cmd_finalize(args: argparse.Namespace) -> int:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     from flows.deploy import DeploySettings, deploy, worker_commands
-    from flows.embedded import local_prefect
+    from flows.embedded import quiet_prefect
 
-    with local_prefect():
-        for line in deploy(DeploySettings(args.inbox, args.out, args.timezone, args.gpu_slots, Path(args.repo).resolve())):
-            print(line)
+    quiet_prefect()
+    for line in deploy(DeploySettings(args.inbox, args.out, args.timezone, args.gpu_slots, Path(args.repo).resolve())):
+        print(line)
     print("now start the workers (each host: the same checkout and PREFECT_API_URL):")
     for line in worker_commands(Path(args.repo).resolve()):
         print(f"  {line}")

@@ -1,11 +1,18 @@
 """Running flows in this process on Prefect's embedded, SQLite-backed API.
 
-Without ``PREFECT_API_URL`` the first API call starts a local server; it takes
-8-16 s here (60 s allowed), so commands keep one flow run per invocation and start
-it in the background while they import, load models and detect shots. Flow-run
-heartbeats exist to detect crashed runs on remote workers; in-process they only
-cost about a second per flow run (a thread joined at exit), so they are off here
-and stay on for deployed runs (../shared/notes/prefect.md).
+Without ``PREFECT_API_URL`` Prefect's client starts a local server on its first API
+call and waits for it (8-16 s here), and its way of starting one imports the whole
+server into this process too (~6 s of CPU, holding the GIL). Commands start the
+same server themselves instead, as soon as they know no server is configured, as a
+process that imports on the other core while the command imports, loads models and
+detects shots; the command waits for it only before its flow's first API call
+(measured on the demo: ready when the shots are detected, where it used to keep the
+command waiting about 5 s). Every Prefect client in the process (flow engine, log
+and event workers) finds it through ``PREFECT_API_URL``.
+
+Flow-run heartbeats exist to detect crashed runs on remote workers; in-process they
+only cost about a second per flow run (a thread joined at exit), so they are off
+for the embedded server and stay on for deployed runs (../shared/notes/prefect.md).
 """
 
 from __future__ import annotations
@@ -13,8 +20,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
-from collections.abc import Iterator
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import IO
+
+from tasks.errors import CelmaskError
 
 QUIET_DEFAULTS = {
     "DO_NOT_TRACK": "1",
@@ -26,37 +43,154 @@ QUIET_DEFAULTS = {
 logs still reach the run's page in the UI; the command prints its own one-line
 errors. Values the user set win."""
 
+SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+"""What Prefect's own ephemeral server gets (prefect.server.api.server.SubprocessASGIServer):
+no UI, only the services an ephemeral server needs."""
+STARTUP_FAILURE = 3
+"""uvicorn's exit status when it could not start: a bad database, or its port taken
+between choosing and binding it."""
+_EXCEPTION = re.compile(r"[A-Za-z_][\w.]*(Error|Exception): ")
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""The health check talks to 127.0.0.1 directly, whatever proxy the environment names."""
 
-@contextlib.contextmanager
-def local_prefect() -> Iterator[None]:
-    """Settings for flows run from the command line, embedded or against a configured server."""
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _taken(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+@dataclass
+class LocalServer:
+    """Prefect's API server for this command only, in a child process (SQLite in
+    ``PREFECT_HOME``), stopped when the command exits."""
+
+    port: int = field(default_factory=_free_port)
+    process: subprocess.Popen | None = None
+    log: IO[bytes] | None = None
+    """The server's console output: its last line explains a failed start."""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | SERVER_ENV
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
+             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
+            env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait(self, timeout: float) -> None:
+        """Until the server answers (on another port if its port was taken meanwhile)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.process.poll()
+            if status == STARTUP_FAILURE and _taken(self.port):
+                self.port = _free_port()
+                self.start()
+            elif status is not None:
+                raise CelmaskError(self.where, f"exited while starting ({self._last_words()})",
+                                   "fix that, or set PREFECT_API_URL to a running server")
+            try:
+                with _NO_PROXY.open(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:  # not listening yet
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise CelmaskError(self.where, f"did not answer within {timeout:.0f} s ({self._last_words()})",
+                           "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or set PREFECT_API_URL to a running server")
+
+    @property
+    def where(self) -> str:
+        return f"embedded Prefect server (database in {os.environ.get('PREFECT_HOME', '~/.prefect')})"
+
+    def _last_words(self) -> str:
+        """The server's last exception line (else its last line)."""
+        self.log.seek(0)
+        lines = [line.strip() for line in self.log.read().decode(errors="replace").splitlines() if line.strip()]
+        errors = [line for line in lines if _EXCEPTION.match(line)]
+        return (errors or lines or ["no output"])[-1]
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.log is not None:
+            self.log.close()
+
+
+def quiet_prefect() -> None:
+    """Prefect as commands use it: quiet console, no outside traffic."""
     for key, value in QUIET_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
     for handler in logging.getLogger().handlers:  # Prefect's INFO records propagate to ours: keep it at warnings
         handler.setLevel(logging.WARNING)
-    updates = {} if PREFECT_API_URL.value() else {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
-    with temporary_settings(updates=updates):
-        yield
 
 
-def start_server() -> threading.Thread | None:
-    """Start the embedded server in the background (None when a server is configured):
-    the caller imports, loads models and detects shots meanwhile, then joins the
-    thread before its flow's first API call. Join it even on error, so two starts
-    never race."""
-    from prefect.settings import PREFECT_API_URL
+@contextlib.contextmanager
+def local_prefect(meanwhile: Callable[[], None] | None = None) -> Iterator[None]:
+    """Prefect for flows run from the command line: quiet, on the configured server or
+    else on an embedded one started here and stopped after Prefect has sent what it
+    holds. ``meanwhile``: work that needs no API (imports, models, shot detection),
+    done while the server starts."""
+    quiet_prefect()
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     if PREFECT_API_URL.value():
-        return None
+        if meanwhile:
+            meanwhile()
+        yield
+        return
+    server = LocalServer()
+    server.start()
+    try:
+        if meanwhile:
+            meanwhile()
+        server.wait(float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+        _use(server.url)
+        try:
+            with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+                yield
+        finally:
+            _drain_workers()
+            _use(None)
+    finally:
+        server.stop()
 
-    def hello() -> None:
-        from prefect.client.orchestration import get_client
 
-        with get_client(sync_client=True) as client:
-            client.hello()
+def _use(url: str | None) -> None:
+    """Point every Prefect client of this process, in any thread, at ``url`` (None:
+    back to what the settings say)."""
+    from prefect.context import refresh_global_settings_context
 
-    thread = threading.Thread(target=hello, name="celmask-prefect-start", daemon=True)
-    thread.start()
-    return thread
+    if url is None:
+        os.environ.pop("PREFECT_API_URL", None)
+    else:
+        os.environ["PREFECT_API_URL"] = url
+    refresh_global_settings_context()
+
+
+def _drain_workers() -> None:
+    """Send the logs and events Prefect still holds while the server is there."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=5)
+    EventsWorker.drain_all(timeout=5)
