@@ -48,7 +48,7 @@ def plain(video: Path, out: Path, workers: int) -> None:
     plan, _ = plan_episode(video, episode_dir, {})
     build_models(SegmentConfig())
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda shot: run_shot(video, shot, episode_dir, {}), plan.shots))
+        list(pool.map(lambda shot: run_shot(video, shot, episode_dir, {}), plan.work_order))
     finish_episode(episode_dir, plan)
 
 

@@ -198,7 +198,7 @@ def _run_local(plan: EpisodePlan, episode_dir: Path, settings: dict[str, Any], f
             futures = {
                 runner.submit(shot_task, parameters=dict(video=plan.video, shot=shot, episode_dir=str(episode_dir),
                                                           settings=settings, faults=faults)): shot
-                for shot in plan.shots
+                for shot in plan.work_order
             }
             for future in as_completed(list(futures)):
                 shot = futures[future]
@@ -227,7 +227,7 @@ def _run_deployed(plan: EpisodePlan, out: str, config: dict[str, Any], faults: d
             idempotency_key=f"{parent}-{plan.episode_id}-shot-{shot.index}-{attempt}",
         ).id
 
-    pending = {submit(shot, 0): (shot, 0) for shot in plan.shots}
+    pending = {submit(shot, 0): (shot, 0) for shot in plan.work_order}
     with get_client(sync_client=True) as client:
         while pending:
             time.sleep(POLL_SECONDS)

@@ -64,6 +64,13 @@ class EpisodePlan:
         path = Path(self.video)
         return self.video if path.is_file() and fingerprint(path) == self.fingerprint else None
 
+    @property
+    def work_order(self) -> list[Shot]:
+        """The shots longest first (by frames, then index): the order to start them in,
+        so parallel workers finish together rather than one working alone through a
+        long shot that came last (on the demo: 128 s instead of 137 s for the shots)."""
+        return sorted(self.shots, key=lambda shot: (-shot.frame_count, shot.index))
+
     def shot(self, index: int) -> Shot:
         """Shot ``index``, or a one-line error naming the valid range."""
         if not 0 <= index < len(self.shots):

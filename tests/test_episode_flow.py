@@ -297,6 +297,15 @@ def test_episode_progress_rate_eta_and_description(monkeypatch):
     assert EpisodeProgress("empty", shots=0, frames=0).fraction == 1.0
 
 
+def test_work_order_is_longest_first_ties_by_index():
+    from tasks.episode_plan import EpisodePlan
+    from tasks.types import Shot
+
+    shots = tuple(Shot(i, a, b, a / 24, b / 24) for i, (a, b) in enumerate([(0, 10), (10, 40), (40, 50), (50, 70)]))
+    plan = EpisodePlan("ep", "/v.mp4", "b2s1:0", 70, 24.0, (64, 64), shots, {})
+    assert [s.index for s in plan.work_order] == [1, 3, 0, 2]
+
+
 def test_faults_from_dict_and_check():
     assert Faults.from_dict(None) == Faults() == Faults.from_dict({})
     faults = Faults.from_dict({"shots": [1, "3"], "attempts": 2})
