@@ -47,7 +47,11 @@ SHOT_RETRIES = 2
 SHOT_RETRY_DELAYS = [10.0, 60.0]
 """Seconds before each retry of a shot that failed transiently (jittered by half)."""
 CRASH_RESUBMITS = 1
-"""Times a deployed shot whose run crashed (its worker was lost) is submitted again."""
+"""Times a deployed shot whose run crashed (its worker was lost) is submitted again,
+without injected faults."""
+GPU_LEASE_SECONDS = 60.0
+"""A shot's ``gpu`` slot is a lease it renews while it works: when its worker is lost
+the slot is free again about this long after (Prefect's default is 300 s)."""
 POLL_SECONDS = 2.0
 """How often the episode flow looks at its deployed shots' states."""
 
@@ -128,7 +132,7 @@ def _gpu_slot(name: str | None):
         return contextlib.nullcontext()
     from prefect.concurrency.sync import concurrency
 
-    return concurrency(name, occupy=1, strict=True)
+    return concurrency(name, occupy=1, strict=True, lease_duration=GPU_LEASE_SECONDS)
 
 
 def _shot_run_name() -> str:
@@ -222,7 +226,7 @@ def _run_deployed(plan: EpisodePlan, out: str, config: dict[str, Any], faults: d
         return run_deployment(
             shot_deployment, timeout=0, flow_run_name=f"ep-{plan.episode_id}-shot-{shot.index}",
             parameters=dict(video=plan.video, shot=shot.to_dict(), out=out, config=config,
-                            episode_id=plan.episode_id, faults=faults, gpu_limit=gpu_limit),
+                            episode_id=plan.episode_id, faults=faults if attempt == 0 else None, gpu_limit=gpu_limit),
             tags=[f"episode:{plan.episode_id}", f"shot:{shot.index}", "pool:gpu"],
             idempotency_key=f"{parent}-{plan.episode_id}-shot-{shot.index}-{attempt}",
         ).id
@@ -287,7 +291,9 @@ def episode(video: str, out: str, config: dict[str, Any] | None = None, episode_
     """
     episode_dir = Path(out) / episode_id_of(video, episode_id)
     settings = check_settings(config)
-    Faults.from_dict(faults)
+    if Faults.from_dict(faults).crash and not shot_deployment:
+        raise CelmaskError("faults", "crash ends the process that runs the shot, here this whole run",
+                           "inject crashes into deployed runs (shot_deployment) only")
     if workers < 1:
         raise CelmaskError("workers", f"must be >= 1, got {workers}")
     _tag_this_run(f"episode:{episode_dir.name}")

@@ -13,6 +13,7 @@ the episode flow: both see the same output directory.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ class ShotOutcome:
     """True when the manifest already held this result and no model ran."""
 
 
+CRASH_STATUS = 70
+"""Exit status of a shot process ended by an injected crash."""
+
+
 @dataclass(frozen=True)
 class Faults:
     """Failures injected on purpose, to rehearse what operators do when shots fail.
@@ -50,17 +55,23 @@ class Faults:
     """How many attempts of each fail (the next one succeeds)."""
     transient: bool = False
     """Fail as a transient fault (retried automatically with backoff) instead of as bad input."""
+    crash: tuple[int, ...] = ()
+    """Shot indices whose process ends at once, as when a worker is lost mid-shot
+    (deployed shots only: an embedded run would end with it)."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> Faults:
         d = d or {}
-        unknown = set(d) - {"shots", "attempts", "transient"}
+        unknown = set(d) - {"shots", "attempts", "transient", "crash"}
         if unknown:
-            raise CelmaskError("faults", f"unknown keys {sorted(unknown)}", "use shots, attempts, transient")
-        return cls(tuple(int(s) for s in d.get("shots", ())), int(d.get("attempts", 1)), bool(d.get("transient", False)))
+            raise CelmaskError("faults", f"unknown keys {sorted(unknown)}", "use shots, attempts, transient, crash")
+        return cls(tuple(int(s) for s in d.get("shots", ())), int(d.get("attempts", 1)), bool(d.get("transient", False)),
+                   tuple(int(s) for s in d.get("crash", ())))
 
     def check(self, shot: int, attempt: int) -> None:
         """Raise the injected failure for ``shot`` on its ``attempt`` (1-based), if any."""
+        if shot in self.crash:
+            os._exit(CRASH_STATUS)
         if shot in self.shots and attempt <= self.attempts:
             kind = TransientError if self.transient else CelmaskError
             raise kind(f"shot {shot}", f"injected {'transient ' if self.transient else ''}failure (attempt {attempt} of "

@@ -1,8 +1,10 @@
 """The deployed mode end to end, on a real Prefect server started here on 127.0.0.1:
 ``celmask deploy`` (pools, the gpu limit, deployments from deployments/prefect.yaml),
-one process worker per pool, the ``episode`` deployment with one shot made to fail,
-that shot's flow run retried alone, the episode finished, and the manifest equal to
-an embedded run's byte for byte. Also: the nightly cron creates its 02:00 runs."""
+one process worker per pool, the ``episode`` deployment with one shot made to fail and
+another's process made to crash (submitted again by the episode, once its gpu slot's
+lease runs out), the failed shot's flow run retried alone, the episode finished, and
+the manifest equal to an embedded run's byte for byte. Also: the nightly cron creates
+its 02:00 runs."""
 
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {"work_size": 480}
 """Smaller working frames keep the test quick; both runs use the same."""
 FAILING_SHOT = 1
+CRASHING_SHOT = 0
+"""Its first flow run's process ends mid-shot, holding the gpu slot, as when a worker is lost."""
 
 
 def _run(cmd: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
@@ -82,14 +86,16 @@ def test_deployed_episode_retry_one_shot_matches_embedded(episode_video, embedde
         workers = [_start_worker(pool, env, tmp_path / f"worker-{pool}.log") for pool in ("cpu", "gpu")]
         try:
             params = {"video": str(episode_video), "out": str(out), "config": SETTINGS,
-                      "faults": {"shots": [FAILING_SHOT]}}
+                      "faults": {"shots": [FAILING_SHOT], "crash": [CRASHING_SHOT]}}
             result = _api(env, "run", "episode/episode", json.dumps(params), "900")
             parent, shots = result["run"], result["shots"]
             logs = "".join(p.read_text() for p in tmp_path.glob("worker-*.log"))
             assert parent["name"] == "ep-ep21" and parent["state"] == "FAILED", (parent, logs[-3000:])
             assert f"shots [{FAILING_SHOT}]" in parent["message"]
             assert "episode:ep21" in parent["tags"] and "pool:cpu" in parent["tags"]
-            states = {s["name"]: s["state"] for s in shots}
+            crashed = f"ep-ep21-shot-{CRASHING_SHOT}"
+            assert sorted(s["state"] for s in shots if s["name"] == crashed) == ["COMPLETED", "CRASHED"], shots
+            states = {s["name"]: s["state"] for s in shots if s["name"] != crashed or s["state"] == "COMPLETED"}
             expected = len(json.loads((out / "ep21" / "_run" / "plan.json").read_text())["shots"])
             assert len(states) == expected >= 2, states
             assert {n for n, s in states.items() if s != "COMPLETED"} == {f"ep-ep21-shot-{FAILING_SHOT}"}, states

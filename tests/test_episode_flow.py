@@ -327,6 +327,19 @@ def test_faults_from_dict_and_check():
     transient.check(0, 2)
 
 
+def test_an_injected_crash_ends_the_process_and_only_deployed_runs_take_it():
+    from flows.episode import episode
+    from tasks.shot_run import CRASH_STATUS
+
+    assert Faults.from_dict({"crash": [2]}) == Faults(crash=(2,))
+    code = "from tasks.shot_run import Faults; Faults(crash=(2,)).check(1, 1); print('alive'); Faults(crash=(2,)).check(2, 1)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert (done.returncode, done.stdout.strip()) == (CRASH_STATUS, "alive"), done.stderr
+    with pytest.raises(CelmaskError, match="deployed runs"):
+        episode.fn("/nowhere/ep.mp4", "/nowhere", faults={"crash": [0]})
+
+
 def test_is_transient():
     class OutOfMemoryError(RuntimeError):  # torch.cuda.OutOfMemoryError's name
         pass
