@@ -9,6 +9,7 @@ with no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import json
 import sys
@@ -111,15 +112,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     video = out / "episode.mp4"
     episode_dir = out / "manifest" / DEMO_EPISODE
     print(f"==> the QC report will be {episode_dir / 'report' / 'index.html'}")
-    if (out / "truth.json").is_file() and video.is_file() and load_truth(out).seed == args.seed:
-        print(f"==> demo episode: {video} (already generated)")
-        truth = load_truth(out)
-    else:
-        print(f"==> generating a {args.duration:.0f} s demo episode (seed {args.seed}) into {out}")
-        truth = generate_episode(out, seed=args.seed, duration=args.duration)
-    print(f"==> segmenting it: shots, characters, keyframes, propagation, refinement, manifest ({args.workers} shots at once)")
-    result = run_episode(video, episode_dir.parent, SegmentConfig(), episode_id=DEMO_EPISODE, workers=args.workers,
-                         progress=args.progress)
+    with _server_first() as server:
+        if (out / "truth.json").is_file() and video.is_file() and load_truth(out).seed == args.seed:
+            print(f"==> demo episode: {video} (already generated)")
+            truth = load_truth(out)
+        else:
+            print(f"==> generating a {args.duration:.0f} s demo episode (seed {args.seed}) into {out}")
+            truth = generate_episode(out, seed=args.seed, duration=args.duration)
+        print(f"==> segmenting it: shots, characters, keyframes, propagation, refinement, manifest ({args.workers} shots at once)")
+        result = run_episode(video, episode_dir.parent, SegmentConfig(), episode_id=DEMO_EPISODE, workers=args.workers,
+                             progress=args.progress, server=server)
     _print_episode(result)
     plan = load_plan(episode_dir)
     cuts = score_boundaries([s.start for s in plan.shots[1:]], boundaries(truth.shots))
@@ -277,9 +279,10 @@ def _progress_listener(bar, lines: bool):
 
 
 def run_episode(video: str | Path, out: str | Path, config, *, episode_id: str | None = None, workers: int = 2,
-                faults: dict | None = None, progress: bool | None = None) -> dict:
+                faults: dict | None = None, progress: bool | None = None, server=None) -> dict:
     """Run the ``episode`` flow in this process (embedded Prefect unless a server is
-    configured) with progress on stderr; return its result."""
+    configured; ``server``: from :func:`flows.embedded.start_server`) with progress on
+    stderr; return its result."""
     from tqdm import tqdm
 
     from flows.embedded import local_prefect
@@ -299,7 +302,7 @@ def run_episode(video: str | Path, out: str | Path, config, *, episode_id: str |
         build_models(config)
         plan_episode(video, Path(out) / episode_id_of(video, episode_id), settings)
 
-    with local_prefect(meanwhile):
+    with local_prefect(meanwhile, server):
         from flows.episode import episode
 
         with tqdm(total=0, unit="shot", desc="shots", disable=not show, file=sys.stderr,
@@ -320,18 +323,32 @@ def _print_episode(result: dict) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from tasks.episode_plan import episode_id_of
-
     from tasks.video import probe
 
-    config = _segment_config(args)
-    _positive("--workers", args.workers)
-    episode_dir = Path(args.out) / episode_id_of(args.video, args.episode_id)
-    probe(args.video)  # an unreadable video fails here, before Prefect starts
-    print(f"==> segmenting {args.video} into {episode_dir}; the QC report will be {episode_dir / 'report' / 'index.html'}")
-    result = run_episode(args.video, args.out, config, episode_id=args.episode_id, workers=args.workers,
-                         faults=_faults(args.fail_shots, args.fail_transient), progress=args.progress)
+    with _server_first() as server:
+        config = _segment_config(args)
+        _positive("--workers", args.workers)
+        episode_dir = Path(args.out) / episode_id_of(args.video, args.episode_id)
+        probe(args.video)  # an unreadable video fails here, before any flow run
+        print(f"==> segmenting {args.video} into {episode_dir}; the QC report will be {episode_dir / 'report' / 'index.html'}")
+        result = run_episode(args.video, args.out, config, episode_id=args.episode_id, workers=args.workers,
+                             faults=_faults(args.fail_shots, args.fail_transient), progress=args.progress, server=server)
     _print_episode(result)
     return 0
+
+
+@contextlib.contextmanager
+def _server_first():
+    """The embedded server (or None), started before anything else the command does:
+    it takes seconds; stopped when the command is done, or fails on bad input first."""
+    from flows.embedded import start_server
+
+    server = start_server()
+    try:
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def _finish_report(result) -> int:

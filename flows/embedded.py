@@ -28,6 +28,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -144,26 +145,44 @@ def quiet_prefect() -> None:
         handler.setLevel(logging.WARNING)
 
 
+def start_server() -> LocalServer | None:
+    """Start the embedded server now, unless the environment names a server. It takes
+    seconds, so a command that will run a flow calls this first thing and hands the
+    server to :func:`local_prefect` (which stops it again should Prefect's settings
+    name a server after all); stop it yourself if the command fails before that."""
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    quiet_prefect()  # the server inherits the environment
+    server = LocalServer()
+    server.start()
+    return server
+
+
 @contextlib.contextmanager
-def local_prefect(meanwhile: Callable[[], None] | None = None) -> Iterator[None]:
+def local_prefect(meanwhile: Callable[[], None] | None = None, server: LocalServer | None = None) -> Iterator[None]:
     """Prefect for flows run from the command line: quiet, on the configured server or
-    else on an embedded one started here and stopped after Prefect has sent what it
-    holds. ``meanwhile``: work that needs no API (imports, models, shot detection),
-    done while the server starts."""
+    else on an embedded one (``server``, or one started here), stopped after Prefect has
+    sent what it holds. ``meanwhile``: work that needs no API (imports, models, shot
+    detection), done while the server starts and warms up."""
     quiet_prefect()
     from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     if PREFECT_API_URL.value():
+        if server is not None:
+            server.stop()
         if meanwhile:
             meanwhile()
         yield
         return
-    server = LocalServer()
-    server.start()
+    if server is None:
+        server = LocalServer()
+        server.start()
     try:
-        if meanwhile:
-            meanwhile()
-        server.wait(float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+        with ThreadPoolExecutor(1, thread_name_prefix="celmask-server") as pool:
+            ready = pool.submit(_ready, server, float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+            if meanwhile:
+                meanwhile()
+            ready.result()
         _use(server.url)
         try:
             with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
@@ -173,6 +192,18 @@ def local_prefect(meanwhile: Callable[[], None] | None = None) -> Iterator[None]
             _use(None)
     finally:
         server.stop()
+
+
+def _ready(server: LocalServer, timeout: float) -> None:
+    """Wait for the server, then make its first API requests, which cost it about half a
+    second more than later ones: done here, they overlap the command's own start-up
+    instead of delaying its first flow run."""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    server.wait(timeout)
+    with contextlib.suppress(Exception), SyncPrefectClient(server.url) as client:  # the flow reports real errors
+        client.hello()
+        client.raise_for_api_version_mismatch()
 
 
 def _use(url: str | None) -> None:
