@@ -5,8 +5,9 @@ built-in detector; plus unit tests of the progress state, injected faults and th
 transient-error test.
 
 The end-to-end tests share one clean run (``clean``) and copy its output where a run
-must start from a finished episode. Each command pays Prefect's start-up (about 15 s
-here); the whole module takes about three minutes on two cores.
+must start from a finished episode. Each command starts Prefect's embedded server
+(about 8 s, partly hidden behind loading models and detecting shots); the whole module
+takes about four minutes on two cores.
 """
 
 from __future__ import annotations
