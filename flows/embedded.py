@@ -73,7 +73,7 @@ def _taken(port: int) -> bool:
 @dataclass
 class LocalServer:
     """Prefect's API server for this command only, in a child process (SQLite in
-    ``PREFECT_HOME``), stopped when the command exits."""
+    ``PREFECT_HOME``); whoever starts it stops it."""
 
     port: int = field(default_factory=_free_port)
     process: subprocess.Popen | None = None
@@ -86,6 +86,8 @@ class LocalServer:
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | SERVER_ENV
+        if self.log is not None:  # a start again on another port
+            self.log.close()
         self.log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
@@ -110,7 +112,6 @@ class LocalServer:
             except OSError:  # not listening yet
                 pass
             time.sleep(0.1)
-        self.stop()
         raise CelmaskError(self.where, f"did not answer within {timeout:.0f} s ({self._last_words()})",
                            "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or set PREFECT_API_URL to a running server")
 
@@ -174,9 +175,7 @@ def local_prefect(meanwhile: Callable[[], None] | None = None, server: LocalServ
             meanwhile()
         yield
         return
-    if server is None:
-        server = LocalServer()
-        server.start()
+    server = server or start_server()
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="celmask-server") as pool:
             ready = pool.submit(_ready, server, float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))

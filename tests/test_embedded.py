@@ -49,3 +49,15 @@ def test_a_port_taken_meanwhile_moves_the_server_and_stop_ends_it(prefect_home):
         finally:
             server.stop()
     assert server.process.poll() is not None
+
+
+def test_a_server_too_slow_to_answer_is_one_line(prefect_home):
+    server = LocalServer()
+    server.start()
+    try:
+        with pytest.raises(CelmaskError, match=r"did not answer within 0 s \(") as error:
+            server.wait(0.3)  # far less than its start-up takes
+        assert "\n" not in str(error.value) and "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in str(error.value)
+    finally:
+        server.stop()
+    assert server.process.poll() is not None
