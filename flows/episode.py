@@ -25,7 +25,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, tags, task
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.runtime import flow_run, task_run
@@ -296,15 +296,16 @@ def episode(video: str, out: str, config: dict[str, Any] | None = None, episode_
                            "inject crashes into deployed runs (shot_deployment) only")
     if workers < 1:
         raise CelmaskError("workers", f"must be >= 1, got {workers}")
+    # The run itself carries the episode's tag; its task runs do not: a tagged task run
+    # asks the server for tag concurrency slots as it starts and ends (two requests each).
     _tag_this_run(f"episode:{episode_dir.name}")
-    with tags(f"episode:{episode_dir.name}"):
-        plan = plan_task(video, episode_dir, settings)
-        progress = _Progress(plan)
-        if shot_deployment:
-            _run_deployed(plan, out, settings, faults, shot_deployment, gpu_limit, progress)
-        else:
-            _run_local(plan, episode_dir, settings, faults, workers, progress)
-        result = finish_task(episode_dir, plan)
+    plan = plan_task(video, episode_dir, settings)
+    progress = _Progress(plan)
+    if shot_deployment:
+        _run_deployed(plan, out, settings, faults, shot_deployment, gpu_limit, progress)
+    else:
+        _run_local(plan, episode_dir, settings, faults, workers, progress)
+    result = finish_task(episode_dir, plan)
     create_table_artifact(_shots_table(result), key=f"{artifact_slug(plan.episode_id)}-shots",
                           description=f"ep-{plan.episode_id}: every shot")
     if result.failed:
