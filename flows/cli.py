@@ -297,9 +297,9 @@ def run_episode(video: str | Path, out: str | Path, config, *, episode_id: str |
         """While the server starts: import the flow, and what its first steps would do, so they find it done."""
         import flows.episode  # noqa: F401
         from tasks.episode_plan import episode_id_of, plan_episode
-        from tasks.segment_models import build_models
+        from tasks.segment_models import preload_models
 
-        build_models(config)
+        preload_models(config)
         plan_episode(video, Path(out) / episode_id_of(video, episode_id), settings)
 
     with local_prefect(meanwhile, server):

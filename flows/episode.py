@@ -39,7 +39,7 @@ from tasks.episode_plan import EpisodePlan, episode_id_of, load_plan, plan_episo
 from tasks.errors import CelmaskError, ShotsFailed, is_transient
 from tasks.report import sheet_path
 from tasks.segment_config import SegmentConfig
-from tasks.segment_models import build_models
+from tasks.segment_models import preload_models
 from tasks.shot_run import Faults, ShotOutcome, run_shot
 from tasks.types import Shot
 
@@ -190,9 +190,8 @@ class _Progress:
 def _run_local(plan: EpisodePlan, episode_dir: Path, settings: dict[str, Any], faults: dict[str, Any] | None,
                workers: int, progress: _Progress) -> None:
     """Shots as tasks on a local thread pool."""
-    # Load the models once here first: bad weights fail the run at once instead of
-    # every shot, and ultralytics is imported before threads race to import it.
-    build_models(apply(SegmentConfig(), settings))
+    # Ultralytics is imported before threads race to import it.
+    preload_models(apply(SegmentConfig(), settings))
     # One thread more than shots at once: starting a task run takes Prefect a second or
     # two of Python on a busy machine, so the next shot's run starts while the others
     # work and waits for a slot, instead of a slot standing idle while it starts.

@@ -29,7 +29,7 @@ from tasks.instances import Instances
 from tasks.keyframes import Candidate, KeyframeConfig, score_candidates
 from tasks.propagate import PropagationConfig, propagate_track
 from tasks.segment_config import SegmentConfig
-from tasks.segment_models import Models, build_models
+from tasks.segment_models import Models, lend_models
 from tasks.tracks import assign_tracks
 from tasks.types import Shot
 from tasks.video import Frame, iter_frames, output_size, probe
@@ -140,11 +140,13 @@ def segment_shot(
 ) -> ShotSegmentation:
     """Masks for every character in every frame of ``shot`` of ``video``.
 
-    ``models``: built once per process by :func:`build_models` and reused across shots
-    (default: built here from ``config``). ``on_stage`` is told each stage's name as it
-    starts (progress for long shots). A shot without characters gives empty Instances.
+    ``models``: from :func:`build_models`, reused across shots (default: borrowed for this
+    shot from :func:`lend_models`). ``on_stage`` is told each stage's name as it starts
+    (progress for long shots). A shot without characters gives empty Instances.
     """
-    models = models or build_models(config)
+    if models is None:
+        with lend_models(config) as lent:
+            return segment_shot(video, shot, config, models=lent, on_stage=on_stage)
     report = on_stage or (lambda _: None)
     seconds: dict[str, float] = {}
     clock = time.perf_counter()

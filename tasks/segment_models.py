@@ -1,14 +1,19 @@
-"""Build the models a configuration names, once per process.
+"""Build the models a configuration names, and lend them out shot by shot.
 
-Loading weights takes seconds and a worker segments many shots, so models are
-cached per thread by the settings that define them (:func:`build_models`); the shot code only
-ever sees the three small interfaces (detector, propagator, refiner).
+Loading weights takes seconds and a worker segments many shots, so a process keeps
+the models it built, by the settings that define them, and lends a set to one shot
+at a time (:func:`lend_models`): an ultralytics model keeps predictor state between
+calls and is not safe to use from two threads at once. A process never holds more
+sets than shots it segmented at once, which matters for large models on a GPU. The
+shot code only ever sees the three small interfaces (detector, propagator, refiner).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +49,9 @@ class Models:
         return out
 
 
-_CACHE = threading.local()
-"""Per thread: an ultralytics model keeps predictor state between calls and is not
-safe to share between threads, and shots run in parallel threads."""
+_IDLE: dict[str, list[Models]] = {}
+"""Built sets not lent out now, by :func:`_key`."""
+_IDLE_LOCK = threading.Lock()
 
 
 def _detector(config: SegmentConfig) -> Detector:
@@ -89,10 +94,34 @@ def _refiner(config: SegmentConfig) -> Refiner | None:
 
 
 def build_models(config: SegmentConfig) -> Models:
-    """The detector, propagator and refiner ``config`` names (cached per thread)."""
-    settings = {k: v for k, v in flatten(config).items() if k.split(".")[0] in MODEL_KEYS}
-    key = json.dumps(settings, sort_keys=True)
-    cache = _CACHE.__dict__.setdefault("models", {})
-    if key not in cache:
-        cache[key] = Models(_detector(config), _propagator(config), _refiner(config))
-    return cache[key]
+    """A new set of the detector, propagator and refiner ``config`` names, for a caller
+    that keeps it (one thread at a time); shots borrow theirs with :func:`lend_models`."""
+    return Models(_detector(config), _propagator(config), _refiner(config))
+
+
+def _key(config: SegmentConfig) -> str:
+    return json.dumps({k: v for k, v in flatten(config).items() if k.split(".")[0] in MODEL_KEYS}, sort_keys=True)
+
+
+@contextlib.contextmanager
+def lend_models(config: SegmentConfig) -> Iterator[Models]:
+    """Models for one shot: a set built earlier for the same model settings that no
+    one is using now, else a new one; kept for the next shot afterwards."""
+    key = _key(config)
+    with _IDLE_LOCK:
+        idle = _IDLE.setdefault(key, [])
+        lent = idle.pop() if idle else None
+    if lent is None:
+        lent = build_models(config)  # outside the lock: seconds, and may fail on bad weights
+    try:
+        yield lent
+    finally:
+        with _IDLE_LOCK:
+            _IDLE[key].append(lent)
+
+
+def preload_models(config: SegmentConfig) -> None:
+    """Build a set now, so that bad weights fail at once rather than in every shot; the
+    first shot borrows it."""
+    with lend_models(config):
+        pass

@@ -25,7 +25,7 @@ from tasks.errors import CelmaskError, TransientError
 from tasks.manifest import ShotSummary, read_shot_meta, shot_path
 from tasks.segment import segment_shot
 from tasks.segment_config import SegmentConfig
-from tasks.segment_models import build_models
+from tasks.segment_models import lend_models
 from tasks.types import Shot
 from tasks.video import probe
 
@@ -131,12 +131,12 @@ def run_shot(video: str | Path, shot: Shot, episode_dir: str | Path, settings: d
     info = probe(video)
     try:
         faults.check(shot.index, attempt)
-        models = build_models(config)
-        if not force:
-            summary = cached_summary(episode_dir, shot, info.fingerprint, config_hash(config), models.ids)
-            if summary is not None:
-                return ShotOutcome(summary, cached=True)
-        seg = segment_shot(video, shot, config, models=models)
+        with lend_models(config) as models:
+            if not force:
+                summary = cached_summary(episode_dir, shot, info.fingerprint, config_hash(config), models.ids)
+                if summary is not None:
+                    return ShotOutcome(summary, cached=True)
+            seg = segment_shot(video, shot, config, models=models)
         summary = write_shot(episode_dir, seg, config, info.fingerprint)
         write_shot_sheet(episode_dir, seg, summary)
     except BaseException as error:

@@ -5,6 +5,7 @@ tests/test_propagate.py."""
 
 from __future__ import annotations
 
+import threading
 import tracemalloc
 
 import numpy as np
@@ -15,7 +16,8 @@ from tasks.mask_metrics import score_shot
 from tasks.segment import SOURCES, segment_shot
 from tasks.segment_config import SegmentConfig
 from tasks.segment_eval import predicted_frames
-from tasks.segment_models import build_models
+from tasks import segment_models
+from tasks.segment_models import build_models, lend_models
 from tasks.synth import generate_episode, iter_truth_masks, load_truth
 from tasks.synth.unstable import UnstableConfig, write_unstable_detections
 from tasks.types import Shot
@@ -142,3 +144,32 @@ def test_4k_frames_are_segmented_at_working_resolution(clip, tmp_path):
     assert len(list(result.frames())) == 24
     full_res_shot = 24 * 3840 * 2160 * 3  # 570 MiB; the shot at working size is 36 MiB
     assert peak < full_res_shot / 3, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_shots_borrow_model_sets_and_a_process_holds_no_more_than_run_at_once(episode, monkeypatch):
+    monkeypatch.setattr(segment_models, "_IDLE", {})
+    settings = config(episode)
+    with lend_models(settings) as first:
+        with lend_models(settings) as second:  # in use: another set
+            assert second is not first
+    with lend_models(settings) as again:
+        assert again is first or again is second
+    with lend_models(config(episode, "refiner=none")) as other:  # other models: their own set
+        assert other.refiner is None and other is not first and other is not second
+
+    # Three threads, two shots at once (an embedded run: workers + 1 threads, `workers` slots).
+    monkeypatch.setattr(segment_models, "_IDLE", {})
+    slots, lent, lock = threading.BoundedSemaphore(2), [], threading.Lock()
+
+    def shots() -> None:
+        for _ in range(4):
+            with slots, lend_models(settings) as models:
+                with lock:
+                    lent.append(models)
+
+    threads = [threading.Thread(target=shots) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(lent) == 12 and len({id(m) for m in lent}) <= 2
