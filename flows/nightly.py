@@ -1,8 +1,9 @@
 """The ``nightly`` flow: segment every episode in an inbox that is not done yet.
 
     nightly  find the inbox's videos (tasks.inbox) -> for each one not done: fetch it
-             (remote inboxes: into OUT/_inbox/) -> the ``episode`` flow as a subflow
-             -> a table artifact of the inbox -> fail listing the failed episodes
+             (remote inboxes: into OUT/_inbox/, removed once the episode is complete)
+             -> the ``episode`` flow as a subflow -> a table artifact of the inbox
+             -> fail listing the failed episodes
 
 Each episode is its own subflow run, so one that fails (a corrupt file, failed shots)
 is one Failed child the others do not wait on or share. Run it again, by schedule or
@@ -24,7 +25,7 @@ from prefect.runtime import flow_run
 
 from flows.episode import artifact_slug, check_settings, episode
 from tasks.errors import CelmaskError, ShotsFailed
-from tasks.inbox import InboxItem, fetch, find_episodes, staging_dir
+from tasks.inbox import InboxItem, fetch, find_episodes, record_source, staging_dir
 
 DONE_BEFORE, COMPLETE, FAILED = "done-before", "complete", "failed"
 
@@ -70,7 +71,12 @@ def _run_one(item: InboxItem, out: str, config: dict[str, Any], workers: int, sh
         return str(error)
     state = episode(str(video), out, config, episode_id=item.episode_id, workers=workers,
                     shot_deployment=shot_deployment, gpu_limit=gpu_limit, return_state=True)
-    return "" if state.is_completed() else _error_text(state)
+    if not state.is_completed():
+        return _error_text(state)  # a remote video's copy stays for the shots run again
+    if item.remote:
+        record_source(item, out)
+        video.unlink(missing_ok=True)
+    return ""
 
 
 @flow(name="nightly", flow_run_name=_nightly_run_name)

@@ -4,9 +4,11 @@
 The ``nightly`` flow runs every video here that is not done. A video is done when
 ``OUT/<episode_id>/_SUCCESS.json`` exists and, for local files, its
 ``video_fingerprint`` is the file's own: a file replaced under the same name is run
-again. Remote videos are not fingerprinted before they are copied, so for them
-``_SUCCESS.json`` alone counts. Names starting with ``.`` or ``_`` are skipped
-(hidden files, uploads in progress), and so is anything that is not a video file.
+again. Remote videos are not copied just to be fingerprinted: their version in the
+listing (size, and the storage's ETag or modification time where it gives one) is
+compared with the one recorded when their episode completed. Names starting with
+``.`` or ``_`` are skipped (hidden files, uploads in progress), and so is anything
+that is not a video file.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.atomic import write_atomic
 from tasks.errors import CelmaskError
 from tasks.manifest import SUCCESS_NAME
 from tasks.video import fingerprint
@@ -27,6 +30,12 @@ VIDEO_SUFFIXES = frozenset(f".{s}" for s in "mp4 mkv mov avi webm m4v ts m2ts gi
 
 STAGING_NAME = "_inbox"
 """``OUT/_inbox/``: where remote videos are copied before they are segmented."""
+SOURCE_NAME = "_run/inbox_source.json"
+"""``OUT/<episode_id>/_run/inbox_source.json``: the remote file a complete episode was
+made from, and its version then."""
+VERSION_KEYS = ("ETag", "etag", "md5Hash", "LastModified", "updated", "mtime", "created")
+"""Listing fields that change when a remote file is replaced (s3fs, gcsfs, others), the
+first one present is used."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,8 @@ class InboxItem:
     """Why it is done or not, in a few words."""
     problem: str = ""
     """Why it cannot be run at all (e.g. another video has the same episode id); empty when it can."""
+    version: str = ""
+    """A remote file's version in its listing (see :data:`VERSION_KEYS`); empty for local files."""
 
     @property
     def name(self) -> str:
@@ -70,19 +81,19 @@ def _wanted(name: str) -> bool:
     return not name.startswith((".", "_")) and Path(name).suffix.lower() in VIDEO_SUFFIXES
 
 
-def _list_local(inbox: str) -> list[tuple[str, str, int]]:
+def _list_local(inbox: str) -> list[tuple[str, str, int, str]]:
     root = _local(inbox)
     if not root.exists():
         raise CelmaskError(inbox, "inbox does not exist", "create it, or pass the folder new episodes are put in")
     if not root.is_dir():
         raise CelmaskError(inbox, "inbox is not a directory", "pass the folder new episodes are put in")
     try:
-        return [(p.name, str(p), p.stat().st_size) for p in root.iterdir() if _wanted(p.name) and p.is_file()]
+        return [(p.name, str(p), p.stat().st_size, "") for p in root.iterdir() if _wanted(p.name) and p.is_file()]
     except OSError as error:
         raise CelmaskError(inbox, f"inbox cannot be listed ({error.strerror or error})", "check its permissions") from error
 
 
-def _list_remote(inbox: str) -> list[tuple[str, str, int]]:
+def _list_remote(inbox: str) -> list[tuple[str, str, int, str]]:
     from fsspec.core import url_to_fs
 
     try:
@@ -102,11 +113,13 @@ def _list_remote(inbox: str) -> list[tuple[str, str, int]]:
     for entry in entries:
         name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
         if entry.get("type") == "file" and _wanted(name):
-            items.append((name, f"{base}/{name}", int(entry.get("size") or 0)))
+            size = int(entry.get("size") or 0)
+            stamp = next((f", {key} {entry[key]}" for key in VERSION_KEYS if entry.get(key)), "")
+            items.append((name, f"{base}/{name}", size, f"{size} bytes{stamp}"))
     return items
 
 
-def _done(source: str, remote: bool, episode_dir: Path) -> tuple[bool, str]:
+def _done(source: str, version: str, episode_dir: Path) -> tuple[bool, str]:
     success = episode_dir / SUCCESS_NAME
     if not success.is_file():
         return False, "new" if not episode_dir.exists() else f"not complete (no {SUCCESS_NAME})"
@@ -114,8 +127,14 @@ def _done(source: str, remote: bool, episode_dir: Path) -> tuple[bool, str]:
         recorded = json.loads(success.read_text()).get("video_fingerprint")
     except (OSError, ValueError, AttributeError):
         return False, f"{SUCCESS_NAME} unreadable"
-    if remote:
-        return True, f"{SUCCESS_NAME} present (remote file, not fingerprinted)"
+    if is_url(source):
+        try:
+            made_from = json.loads((episode_dir / SOURCE_NAME).read_text()).get("version")
+        except (OSError, ValueError, AttributeError):
+            return True, f"{SUCCESS_NAME} present (remote file, no version recorded)"
+        if made_from != version:
+            return False, f"replaced since its {SUCCESS_NAME} ({version}, was {made_from})"
+        return True, f"{SUCCESS_NAME} present, remote file unchanged ({version})"
     try:
         actual = fingerprint(source)
     except CelmaskError as error:
@@ -139,15 +158,15 @@ def find_episodes(inbox: str, out: str | Path) -> list[InboxItem]:
     out = Path(out)
     first: dict[str, str] = {}
     items = []
-    for name, source, size in listed:
+    for name, source, size, version in listed:
         episode_id = Path(name).stem
         if episode_id in first:
             items.append(InboxItem(episode_id, source, size, False, "not run",
-                                   f"same episode id as {first[episode_id]}; rename one of them"))
+                                   f"same episode id as {first[episode_id]}; rename one of them", version))
             continue
         first[episode_id] = name
-        done, reason = _done(source, remote, out / episode_id)
-        items.append(InboxItem(episode_id, source, size, done, reason))
+        done, reason = _done(source, version, out / episode_id)
+        items.append(InboxItem(episode_id, source, size, done, reason, version=version))
     return items
 
 
@@ -175,3 +194,12 @@ def fetch(item: InboxItem, staging: str | Path) -> Path:
         raise CelmaskError(item.source, f"cannot be copied to {staging} ({type(error).__name__}: {error})",
                            "check the storage and the free space; the next run tries again") from error
     return target
+
+
+def record_source(item: InboxItem, out: str | Path) -> None:
+    """Note which version of a remote video ``OUT/<episode_id>/`` was made from, so a
+    file replaced in the inbox is run again (local files carry their fingerprint)."""
+    if item.remote:
+        record = Path(out) / item.episode_id / SOURCE_NAME
+        record.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(record, json.dumps({"source": item.source, "version": item.version}).encode())

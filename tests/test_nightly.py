@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tasks.errors import CelmaskError, ShotsFailed
-from tasks.inbox import STAGING_NAME, fetch, find_episodes
+from tasks.inbox import STAGING_NAME, fetch, find_episodes, record_source
 from tasks.manifest import SUCCESS_NAME
 from tasks.video import fingerprint
 
@@ -98,11 +98,14 @@ def memory_inbox():
     fs.rm(root, recursive=True)
 
 
-def test_remote_inbox_is_listed_and_copied_once(memory_inbox, tmp_path, monkeypatch):
+def test_remote_inbox_is_listed_copied_once_and_a_replaced_file_runs_again(memory_inbox, tmp_path, monkeypatch):
+    import fsspec
+
     url = memory_inbox
     out = tmp_path / "out"
     [item] = find_episodes(url, out)
     assert (item.episode_id, item.source, item.size, item.done) == ("ep05", f"{url}/ep05.mp4", 14, False)
+    assert item.version.startswith("14 bytes, created ")
     staging = out / STAGING_NAME
     local = fetch(item, staging)
     assert local == staging / "ep05.mp4" and local.read_bytes() == b"remote episode"
@@ -110,7 +113,12 @@ def test_remote_inbox_is_listed_and_copied_once(memory_inbox, tmp_path, monkeypa
     monkeypatch.setattr("fsspec.open", lambda *a, **k: pytest.fail("copied again"))
     assert fetch(item, staging) == local  # same size already there: not copied again
     mark_done(out, "ep05", fingerprint(local))
-    assert find_episodes(url + "/", out)[0].done
+    assert find_episodes(url + "/", out)[0].done  # complete, no version recorded (made before records)
+    record_source(item, out)
+    assert find_episodes(url, out)[0].done
+    fsspec.filesystem("memory").pipe(url.removeprefix("memory://") + "/ep05.mp4", b"replaced remote episode")
+    [again] = find_episodes(url, out)
+    assert not again.done and again.reason.startswith("replaced since") and "23 bytes" in again.reason
 
 
 # --------------------------------------------------------------------------- end to end
@@ -187,3 +195,17 @@ def test_nightly_completes_the_good_episode_fails_the_corrupt_one_and_skips_done
     (inbox / "bad.mp4").unlink()
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         assert nightly(str(inbox), str(out), config) == {"complete": [], "skipped": ["ep01"], "failed": {}}
+
+    # A remote inbox: the copy of a complete episode is removed, a failed one's stays.
+    import fsspec
+
+    fs, remote = fsspec.filesystem("memory"), f"/inbox-{uuid.uuid4().hex}"
+    fs.pipe(f"{remote}/ep02.mp4", (inbox / "ep01.mp4").read_bytes())
+    fs.pipe(f"{remote}/bad2.mp4", os.urandom(40_000))
+    try:
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            state = nightly(f"memory://{remote}", str(out), config, workers=1, return_state=True)
+    finally:
+        fs.rm(remote, recursive=True)
+    assert state.is_failed() and (out / "ep02" / SUCCESS_NAME).is_file()
+    assert os.listdir(out / STAGING_NAME) == ["bad2.mp4"]
