@@ -31,9 +31,9 @@ import contextlib
 import functools
 import json
 import os
-import sqlite3
 import resource
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys

@@ -199,7 +199,6 @@ def fetch(item: InboxItem, staging: str | Path) -> Path:
 def record_source(item: InboxItem, out: str | Path) -> None:
     """Note which version of a remote video ``OUT/<episode_id>/`` was made from, so a
     file replaced in the inbox is run again (local files carry their fingerprint)."""
-    if item.remote:
-        record = Path(out) / item.episode_id / SOURCE_NAME
-        record.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(record, json.dumps({"source": item.source, "version": item.version}).encode())
+    record = Path(out) / item.episode_id / SOURCE_NAME
+    record.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(record, json.dumps({"source": item.source, "version": item.version}).encode())
