@@ -434,7 +434,8 @@ def _positive(name: str, value: int, minimum: int = 1) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from models.ultralytics_env import ultralytics_offline
-    from tasks.composites import MAX_SEED, resolve_cutouts
+    from tasks.segment_models import BUILTIN_DETECTOR
+    from tasks.composites import DEFAULT_BACKGROUNDS, DEFAULT_CUTOUTS, MAX_SEED, resolve_art
 
     _positive("--images", args.images)
     _positive("--val-images", args.val_images)
@@ -445,9 +446,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     _positive("--batch", args.batch)
     if not 0 <= args.seed <= MAX_SEED:
         raise CelmaskError("--seed", f"must be 0..{MAX_SEED}, got {args.seed}")
-    if args.model.endswith(".pt") and not Path(args.model).is_file():
-        raise CelmaskError(args.model, "weights to fine-tune from not found", "pass an existing .pt or a *-seg.yaml to train from scratch")
-    cutouts = resolve_cutouts(args.cutouts)
+    model = str(BUILTIN_DETECTOR) if args.model == "builtin" else args.model
+    if model.endswith(".pt") and not Path(model).is_file():
+        raise CelmaskError(model, "weights to fine-tune from not found", "pass an existing .pt, builtin, or a *-seg.yaml to train from scratch")
+    cutouts = resolve_art(args.cutouts, DEFAULT_CUTOUTS)
+    backgrounds = resolve_art(args.backgrounds, DEFAULT_BACKGROUNDS)
     ultralytics_offline()
     from flows.embedded import local_prefect
     from flows.train import train
@@ -462,18 +465,22 @@ def cmd_train(args: argparse.Namespace) -> int:
             imgsz=args.imgsz,
             seed=args.seed,
             cutouts=str(cutouts) if cutouts else "none",
+            backgrounds=str(backgrounds) if backgrounds else "none",
             batch=args.batch,
             device=args.device,
-            model=args.model,
+            model=model,
+            resume=args.resume,
         )
     print(f"wrote {metrics['weights']} (sha256 {metrics['sha256'][:12]}) and {Path(metrics['weights']).with_name('metrics.json')}")
     for name in ("val", "test"):
         m = metrics.get(name)
         if m:
-            print(
-                f"{name:>4} ({m['images']} images, {m['instances']} characters): mask mAP50 {m['mask_map50']:.3f}, "
-                f"mask mAP50-95 {m['mask_map50_95']:.3f}, box mAP50 {m['box_map50']:.3f}"
-            )
+            rows = [(name, m)] + [(f"  {name} {group}", g) for group, g in metrics.get("subsets", {}).get(name, {}).items()]
+            for label, g in rows:
+                print(
+                    f"{label:<34} {g['images']:>4} images {g['instances']:>4} characters: mask mAP50 "
+                    f"{g['mask_map50']:.3f}, mask mAP50-95 {g['mask_map50_95']:.3f}, box mAP50 {g['box_map50']:.3f}"
+                )
     return 0
 
 
@@ -598,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress bar (default: on a terminal; elsewhere a line every 15 s; --no-progress: neither)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train the character detector (YOLO-seg) on generated data, offline")
+    p = sub.add_parser("train", help="train the character detector (YOLO-seg) on real-art composites and generated data, offline")
     p.add_argument("out", help="directory for dataset/, ultralytics/, best.pt, metrics.json")
     p.add_argument("--images", type=int, default=600, help="training images (default 600)")
     p.add_argument("--val-images", type=int, default=150, help="validation images, other seeds (default 150)")
@@ -607,11 +614,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=320, help="training image size (default 320)")
     p.add_argument("--batch", type=int, default=16, help="default 16")
     p.add_argument("--seed", type=int, default=0, help="dataset and training seed (default 0)")
-    p.add_argument("--cutouts", help="directory of real RGBA character cut-outs, or 'none' "
-                   "(default: ../shared/realdata/character_cutouts when present)")
+    p.add_argument("--cutouts", help="directory of real RGBA character cut-outs, one sub-folder per source or "
+                   "character, or 'none' (default: ../shared/realart/cutouts when present)")
+    p.add_argument("--backgrounds", help="directory of real backgrounds without characters, one sub-folder per "
+                   "source, or 'none' (default: ../shared/realart/backgrounds when present)")
+    p.add_argument("--resume", action="store_true",
+                   help="go on with an interrupted run in OUT from its last checkpoint (same dataset arguments)")
     p.add_argument("--device", default="cpu", help="torch device for ultralytics: cpu, 0, ... (default cpu)")
     p.add_argument("--model", default="yolov8n-seg.yaml",
-                   help="a *-seg.yaml to train from scratch (default yolov8n-seg.yaml) or a -seg .pt to fine-tune")
+                   help="a *-seg.yaml to train from scratch (default yolov8n-seg.yaml), a -seg .pt to fine-tune, "
+                   "or builtin: fine-tune celmask's built-in detector")
     p.set_defaults(func=cmd_train)
     return parser
 

@@ -1,10 +1,14 @@
 """The ``train`` flow: build a detector dataset, train YOLO-seg on it, judge it on
 held-out episodes, publish the weights.
 
-    build-dataset  composites + episode frames (tasks/composites.py): train, val, test
-    train-detector ultralytics, from scratch, offline (models/training.py)
-    evaluate       on val (what picked best.pt) and on test: frames of generated
-                   episodes whose seeds no training or validation image came from
+    build-dataset  real-art composites + generated ones + episode frames
+                   (tasks/composites.py): train, val, test, split by character
+    train-detector ultralytics, offline (models/training.py); --resume goes on from
+                   the run's last checkpoint
+    evaluate       on val (what picked best.pt) and on test: composites of held-out
+                   characters on held-out sets, and frames of generated episodes whose
+                   seeds no training or validation image came from; each split also
+                   per source (``subsets`` in metrics.json)
     publish        OUT/best.pt, OUT/metrics.json
 
 Everything lands in ``OUT``: ``dataset/`` (images, labels, manifests, data.yaml),
@@ -45,35 +49,56 @@ def train(
     imgsz: int = 320,
     seed: int = 0,
     cutouts: str | None = None,
+    backgrounds: str | None = None,
     batch: int = 16,
     device: str = "cpu",
     model: str = DEFAULT_MODEL,
+    resume: bool = False,
 ) -> dict:
     """Build the dataset (``images`` train, ``val_images`` val, ``test_images`` held-out
     episode frames, default = ``val_images``), train ``epochs`` epochs at ``imgsz``,
     evaluate, and write ``OUT/best.pt`` and ``OUT/metrics.json``; return the metrics.
 
-    ``cutouts``: directory of real RGBA cut-outs; None = the shared ones when present,
-    ``"none"`` = generated characters only.
+    ``cutouts`` / ``backgrounds``: directories of real art; None = the shared ones when
+    present, ``"none"`` = generated only. ``resume``: go on with the interrupted run in
+    ``OUT`` (the dataset is rebuilt the same, by seed, when it is gone).
     """
     started = time.time()
     root = Path(out).resolve()
     test_images = val_images if test_images is None else test_images
-    data_yaml = build_dataset_task(
-        root / "dataset",
-        train_images=images,
-        val_images=val_images,
-        test_images=test_images,
-        seed=seed,
-        cutouts=cutouts,
-    )
+    existing = root / "dataset" / "data.yaml"
+    if resume and existing.is_file():
+        data_yaml = existing
+    else:
+        data_yaml = build_dataset_task(
+            root / "dataset",
+            train_images=images,
+            val_images=val_images,
+            test_images=test_images,
+            seed=seed,
+            cutouts=cutouts,
+            backgrounds=backgrounds,
+        )
     built = time.time()
     best = train_detector_task(
-        data_yaml, root / "ultralytics", epochs=epochs, imgsz=imgsz, batch=batch, seed=seed, device=device, model=model
+        data_yaml,
+        root / "ultralytics",
+        epochs=epochs,
+        imgsz=imgsz,
+        batch=batch,
+        seed=seed,
+        device=device,
+        model=model,
+        resume=resume,
     )
     trained = time.time()
     val = evaluate_task(best, data_yaml, split="val", imgsz=imgsz, device=device)
     test = evaluate_task(best, data_yaml, split="test", imgsz=imgsz, device=device) if test_images else None
+    subsets: dict[str, dict] = {}
+    for sub_yaml in sorted(Path(data_yaml).parent.glob("data-*.yaml")):
+        split, _, group = sub_yaml.stem[len("data-") :].partition("-")
+        if split in ("val", "test"):
+            subsets.setdefault(split, {})[group] = evaluate_task(best, sub_yaml, split="val", imgsz=imgsz, device=device)
 
     target = root / "best.pt"
     tmp = root / ".best.pt.partial"
@@ -94,12 +119,16 @@ def train(
             "batch": batch,
             "device": device,
             "cutouts": dataset["cutouts"]["dir"],
+            "backgrounds": dataset.get("backgrounds", {}).get("dir"),
+            "resumed": resume,
         },
         "splits": {
-            k: {f: v[f] for f in ("seed", "kinds", "instances", "episode_seeds")} for k, v in dataset["splits"].items()
+            k: {f: v.get(f) for f in ("seed", "kinds", "instances", "episode_seeds", "characters", "background_groups")}
+            for k, v in dataset["splits"].items()
         },
         "val": val,
         "test": test,
+        "subsets": subsets,
         "seconds": {
             "dataset": round(built - started, 1),
             "training": round(trained - built, 1),

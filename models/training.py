@@ -46,7 +46,7 @@ def _check_data(data_yaml: str | Path) -> Path:
 
 
 def _split_images(data_yaml: Path, split: str) -> int | None:
-    """How many images a split directory of ``data_yaml`` holds (None if not a directory)."""
+    """How many images a split of ``data_yaml`` holds, a directory or a list file (None if neither)."""
     from ultralytics.utils import YAML
 
     spec = YAML.load(data_yaml)
@@ -56,6 +56,8 @@ def _split_images(data_yaml: Path, split: str) -> int | None:
     path = Path(entry)
     if not path.is_absolute():
         path = Path(spec.get("path") or data_yaml.parent) / path
+    if path.suffix == ".txt" and path.is_file():  # a list of image paths, one a line
+        return sum(1 for line in path.read_text().splitlines() if line.strip())
     if not path.is_dir():
         return None
     return sum(1 for f in path.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp"))
@@ -73,12 +75,16 @@ def train_detector(
     model: str = DEFAULT_MODEL,
     close_mosaic: int | None = None,
     patience: int = 100,
+    resume: bool = False,
 ) -> Path:
     """Train ``model`` (a ``*-seg.yaml`` to start from scratch, or a ``.pt`` to fine-tune)
     on ``data_yaml``; return the path of ``best.pt`` (best validation fitness).
 
     Runs in ``out_dir/train`` (replaced if present). ``close_mosaic`` defaults to
-    :func:`default_close_mosaic`.
+    :func:`default_close_mosaic`. ``resume``: go on from ``out_dir/train/weights/last.pt``
+    (ultralytics restores the optimizer, the epoch and the arguments it was started
+    with; ``epochs`` and the rest are then those of the first start). ultralytics saves
+    ``last.pt`` after every epoch, so an interrupted run loses at most one.
     """
     if epochs < 1:
         raise CelmaskError("epochs", f"must be >= 1, got {epochs}")
@@ -89,10 +95,18 @@ def train_detector(
     data = _check_data(data_yaml)
     out = Path(out_dir).resolve()
     run_dir = out / RUN_NAME
-    shutil.rmtree(run_dir, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
     ultralytics_offline()
     from ultralytics import YOLO
+
+    if resume:
+        last = run_dir / "weights" / "last.pt"
+        if not last.is_file():
+            raise CelmaskError(last, "no checkpoint to resume from", "start the run without --resume")
+        yolo = YOLO(str(last))
+        yolo.train(resume=True)
+        return _best(yolo, run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
 
     yolo = YOLO(model)
     yolo.train(
@@ -115,6 +129,10 @@ def train_detector(
         name=RUN_NAME,
         exist_ok=True,
     )
+    return _best(yolo, run_dir)
+
+
+def _best(yolo, run_dir: Path) -> Path:
     best = Path(yolo.trainer.best)
     if not best.is_file():  # ultralytics writes best.pt at the first epoch; keep last.pt as a fallback
         best = Path(yolo.trainer.last)

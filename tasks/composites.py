@@ -16,10 +16,14 @@ of image, 640x360 JPEG (quality 90), in the proportions of :data:`MIX`:
 
 Foregrounds are generated characters (:mod:`tasks.synth.characters`, a fresh
 random style per character, so palettes, proportions and line weights vary) and,
-when a directory of real RGBA cut-outs is given, those cut-outs (alpha = the exact
-mask) for :data:`REAL_SHARE` of the pasted foregrounds, scaled, rotated, flipped and
-colour-jittered. Backgrounds are crops and zooms of painted sets
-(:mod:`tasks.synth.backgrounds`), sometimes a plain colour or a gradient.
+when a directory of real RGBA cut-outs is given (:mod:`tasks.realart`), those
+cut-outs (alpha = the exact mask) for :data:`REAL_ART_SHARE` of the pasted
+foregrounds, sources balanced, scaled from full figure to a head-and-chest close-up,
+rotated, flipped and colour-jittered. Backgrounds are real sets when given (for
+:data:`REAL_ART_SHARE` of the pictures, with ``empty`` pictures of a set alone as
+hard negatives), else crops and zooms of generated painted sets
+(:mod:`tasks.synth.backgrounds`), sometimes a plain colour or a gradient. Real art
+is split by character and by set: train, val and test never share one.
 
 Every paste writes an occlusion-exact label map (back to front, the front-most
 character owns a pixel), so an instance's label is what is *visible* of it. Each
@@ -62,6 +66,7 @@ import cv2
 import numpy as np
 
 from tasks.errors import CelmaskError
+from tasks.realart import Background, Cutout, by_split, load_backgrounds, load_cutouts
 from tasks.synth.backgrounds import SET_KINDS, camera_matrix, paint_set, random_set
 from tasks.synth.characters import (
     Pose,
@@ -82,8 +87,8 @@ from tasks.synth.timeline import layers_at, plan_episode
 IMAGE_SIZE = (640, 360)
 """(width, height) of every image: the product's working resolution."""
 JPEG_QUALITY = 90
-MIX = {"one": 0.40, "multi": 0.35, "episode": 0.25}
-"""Share of each kind of image in the train and val splits."""
+MIX = {"one": 0.40, "multi": 0.35, "empty": 0.0, "episode": 0.25}
+"""Share of each kind of image in the train and val splits without real backgrounds."""
 KINDS = tuple(MIX)
 SPLITS = ("train", "val", "test")
 SPLIT_SEED_BASE = {"train": 100_000_000, "val": 200_000_000, "test": 300_000_000}
@@ -92,8 +97,6 @@ MAX_SEED = 99_999
 MAX_EPISODES_PER_SPLIT = 1000
 MIN_INSTANCE_FRACTION = 0.001
 """Instances with fewer visible pixels than this share of the image get no label."""
-REAL_SHARE = 0.2
-"""Share of pasted foregrounds taken from the real cut-outs, when there are any."""
 EPISODE_SECONDS = 30.0
 EPISODE_FPS = Fraction(24000, 1001)
 FRAMES_PER_EPISODE = 10
@@ -101,12 +104,19 @@ FRAMES_PER_EPISODE = 10
 EMPTY_FRAME_KEEP = 0.3
 """Share of sampled episode frames without characters kept as negatives."""
 CLASS_NAMES = ("character",)
-DEFAULT_CUTOUTS = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "character_cutouts"
-"""Where the real RGBA cut-outs live beside a checkout (absent on some machines)."""
-CUTOUT_BOTTOM_CROP = {"waifu": 0.84}
-"""Cut-outs whose name starts with a key lose the rows below this fraction of their
-height: Waifu Labs images carry an opaque logo in the bottom-left corner of their
-alpha (the bust is just cut a little higher)."""
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DEFAULT_CUTOUTS = SHARED / "realart" / "cutouts"
+DEFAULT_BACKGROUNDS = SHARED / "realart" / "backgrounds"
+"""Where the real cut-outs and backgrounds live beside a checkout (absent on some machines)."""
+REAL_ART_SHARE = 0.65
+"""With real art, the share of pasted foregrounds that are real cut-outs and of
+backgrounds that are real sets (the rest stays generated: the product's own domain)."""
+REAL_MIX = {"one": 0.33, "multi": 0.32, "empty": 0.07, "episode": 0.28}
+"""The mix of the train and val splits when real backgrounds are given: ``empty`` is
+a real background with no character, a hard negative (walls and signs are not characters)."""
+TEST_REAL_MIX = {"one": 0.4, "multi": 0.35, "empty": 0.0, "episode": 0.25}
+"""The test split with real art: composites of held-out characters on held-out sets,
+every foreground real, beside frames of held-out generated episodes."""
 POLYGON_EPSILON = 0.7
 """Douglas-Peucker tolerance (pixels) when outlining masks."""
 MIN_PART_PIXELS = 6
@@ -116,58 +126,18 @@ MIN_PART_PIXELS = 6
 # --------------------------------------------------------------------------- cut-outs
 
 
-@dataclass(frozen=True)
-class Cutout:
-    """A real character cut-out: straight (not premultiplied) RGBA, cropped to its alpha."""
-
-    name: str
-    rgba: np.ndarray
-    sha256: str
-
-
-def resolve_cutouts(cutouts: str | Path | None) -> Path | None:
-    """The cut-out directory to use: ``None`` -> :data:`DEFAULT_CUTOUTS` when it holds
-    PNGs, else no cut-outs; ``"none"`` or ``""`` -> no cut-outs; a path -> that
-    directory, which must hold PNG files."""
-    if cutouts is None:
-        return DEFAULT_CUTOUTS if DEFAULT_CUTOUTS.is_dir() and any(DEFAULT_CUTOUTS.glob("*.png")) else None
-    if str(cutouts).strip().lower() in ("", "none"):
+def resolve_art(value: str | Path | None, default: Path) -> Path | None:
+    """The real-art directory to use: ``None`` -> ``default`` when it exists, else none;
+    ``"none"`` or ``""`` -> none; a path -> that directory, which must exist (its files
+    are checked when loaded, :mod:`tasks.realart`)."""
+    if value is None:
+        return default if default.is_dir() else None
+    if str(value).strip().lower() in ("", "none"):
         return None
-    path = Path(cutouts)
+    path = Path(value)
     if not path.is_dir():
-        raise CelmaskError(path, "cut-out directory not found", "give a directory of RGBA PNG cut-outs, or 'none'")
-    if not any(path.glob("*.png")):
-        raise CelmaskError(
-            path, "no PNG files in the cut-out directory", "give a directory of RGBA PNG cut-outs, or 'none'"
-        )
+        raise CelmaskError(path, "directory not found", "give a directory of real art (see tasks/realart.py), or 'none'")
     return path
-
-
-def load_cutouts(directory: str | Path | None) -> list[Cutout]:
-    """Every ``*.png`` with an alpha channel in ``directory`` (sorted by name); [] for None.
-
-    Files without alpha or with an empty mask are skipped; see :data:`CUTOUT_BOTTOM_CROP`.
-    """
-    if directory is None:
-        return []
-    out = []
-    for path in sorted(Path(directory).glob("*.png")):
-        data = path.read_bytes()
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if img is None or img.ndim != 3 or img.shape[2] != 4:
-            continue
-        if img.dtype != np.uint8:
-            img = (img.astype(np.float32) * (255.0 / np.iinfo(img.dtype).max)).round().astype(np.uint8)
-        rgba = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
-        for prefix, keep in CUTOUT_BOTTOM_CROP.items():
-            if path.name.startswith(prefix):
-                rgba = rgba[: round(rgba.shape[0] * keep)]
-        ys, xs = np.nonzero(rgba[..., 3] >= 128)
-        if ys.size < 64:
-            continue
-        rgba = np.ascontiguousarray(rgba[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
-        out.append(Cutout(path.name, rgba, hashlib.sha256(data).hexdigest()))
-    return out
 
 
 # --------------------------------------------------------------------------- pictures
@@ -181,6 +151,28 @@ class Composite:
     rgb: np.ndarray
     labels: np.ndarray
     info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Art:
+    """The real drawings one split may use: cut-outs and backgrounds (either may be empty)."""
+
+    cutouts: tuple[Cutout, ...] = ()
+    backgrounds: tuple[Background, ...] = ()
+    real_share: float = REAL_ART_SHARE
+
+    def pick_cutout(self, rng: np.random.Generator) -> Cutout:
+        """A cut-out, sources balanced: a source drawn with weight sqrt(its cut-outs), so
+        one title with hundreds of poses does not drown the rest, then a file of it."""
+        sources = sorted({c.source for c in self.cutouts})
+        counts = np.array([sum(c.source == s for c in self.cutouts) for s in sources], np.float64)
+        w = np.sqrt(counts)
+        source = sources[int(rng.choice(len(sources), p=w / w.sum()))]
+        files = [c for c in self.cutouts if c.source == source]
+        return files[int(rng.integers(len(files)))]
+
+
+NO_ART = Art()
 
 
 @dataclass(frozen=True)
@@ -230,9 +222,29 @@ def _place(
     labels[y0:y1, x0:x1][a_roi >= 128] = label
 
 
-def _background(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, str]:
-    """A painted-set view (crop + zoom), or a plain colour, or a gradient."""
+def _real_background(rng: np.random.Generator, bg: Background, size: tuple[int, int]) -> np.ndarray:
+    """A view of a real set: a random crop of 55-100% of its width at the frame's aspect
+    ratio, resized to the frame, sometimes mirrored and colour-jittered."""
     W, H = size
+    h0, w0 = bg.rgb.shape[:2]
+    cw = min(w0, h0 * W / H) * float(rng.uniform(0.55, 1.0))
+    ch = cw * H / W
+    x0 = float(rng.uniform(0, w0 - cw))
+    y0 = float(rng.uniform(0, h0 - ch))
+    crop = bg.rgb[int(y0) : int(y0 + ch), int(x0) : int(x0 + cw)]
+    rgb = cv2.resize(crop, size, interpolation=cv2.INTER_AREA if cw > W else cv2.INTER_LINEAR)
+    if rng.random() < 0.5:
+        rgb = np.ascontiguousarray(rgb[:, ::-1])
+    return _jitter_colours(rng, rgb) if rng.random() < 0.4 else rgb
+
+
+def _background(rng: np.random.Generator, size: tuple[int, int], art: Art = NO_ART) -> tuple[np.ndarray, str]:
+    """A real set when there are any (:attr:`Art.real_share` of the time), else a
+    generated painted-set view (crop + zoom), or a plain colour, or a gradient."""
+    W, H = size
+    if art.backgrounds and rng.random() < art.real_share:
+        bg = art.backgrounds[int(rng.integers(len(art.backgrounds)))]
+        return _real_background(rng, bg, size), f"background:{bg.source}/{bg.name}"
     r = rng.random()
     if r < 0.75:
         kind = SET_KINDS[int(rng.choice(len(SET_KINDS), p=[0.4, 0.4, 0.2]))]
@@ -359,15 +371,17 @@ def _jitter_colours(rng: np.random.Generator, rgb: np.ndarray) -> np.ndarray:
 def _real(
     rng: np.random.Generator, cutout: Cutout, framing: str, size: tuple[int, int], x_frac: float | None = None
 ) -> _Placement:
-    """A real cut-out (a bust, cut flat at the bottom), colour-jittered, scaled, rotated.
+    """A real cut-out (cut flat at the bottom), colour-jittered, scaled, rotated.
 
-    Mostly its bottom edge sits on or below the frame's bottom edge, as busts appear on
+    Its height is a share of the frame's by framing, up to 2.6 frames for a close-up
+    where only the head and chest show (its top then stays near the frame's top).
+    Mostly its bottom edge sits on or below the frame's bottom edge, as sprites appear on
     screen; sometimes it floats inside the picture, as in Anime-seg's pastes.
     """
     W, H = size
     rgba = cutout.rgba
     h0 = rgba.shape[0]
-    target = {"small": (0.25, 0.5), "full": (0.5, 0.95), "medium": (0.7, 1.2), "closeup": (0.9, 1.5)}[framing]
+    target = {"small": (0.25, 0.5), "full": (0.5, 0.95), "medium": (0.8, 1.4), "closeup": (1.3, 2.6)}[framing]
     k = H * float(rng.uniform(*target)) / h0
     rgb = _jitter_colours(rng, np.ascontiguousarray(rgba[..., :3])) if rng.random() < 0.7 else rgba[..., :3]
     alpha = rgba[..., 3]
@@ -378,21 +392,28 @@ def _real(
     premult = cv2.multiply(rgb, cv2.merge([alpha] * 3), scale=1.0 / 255.0)
     pivot = (nw / 2.0, float(nh))  # bottom centre
     x = W * (float(rng.uniform(0.12, 0.88)) if x_frac is None else x_frac)
-    if rng.random() < 0.75:
+    if nh > 1.3 * H:  # a close-up: the top of the head near the top of the frame
+        y = nh + H * float(rng.uniform(-0.15, 0.12))
+    elif rng.random() < 0.75:
         y = H * float(rng.uniform(1.0, 1.0 + 0.25 * min(1.0, nh / H)))
     else:
         y = float(rng.uniform(min(H, nh), max(min(H, nh), H * 0.98)))
     angle = float(rng.normal(0.0, 8.0)) if rng.random() < 0.6 else 0.0
     return _Placement(
-        _Foreground(premult, alpha, pivot), (x, y), angle, 1.0, bool(rng.random() < 0.5), f"cutout:{cutout.name}"
+        _Foreground(premult, alpha, pivot),
+        (x, y),
+        angle,
+        1.0,
+        bool(rng.random() < 0.5),
+        f"cutout:{cutout.source}/{cutout.name}",
     )
 
 
 def _foreground(
-    rng: np.random.Generator, framing: str, size: tuple[int, int], cutouts: list[Cutout], x_frac: float | None = None
+    rng: np.random.Generator, framing: str, size: tuple[int, int], art: Art, x_frac: float | None = None
 ) -> _Placement:
-    if cutouts and rng.random() < REAL_SHARE:
-        return _real(rng, cutouts[int(rng.integers(len(cutouts)))], framing, size, x_frac)
+    if art.cutouts and rng.random() < art.real_share:
+        return _real(rng, art.pick_cutout(rng), framing, size, x_frac)
     return _generated(rng, framing, size, x_frac)
 
 
@@ -423,26 +444,34 @@ def _degrade(rng: np.random.Generator, rgb: np.ndarray, strength: float) -> tupl
         noise = rng.normal(0.0, sigma, rgb.shape[:2] + ((1,) if rng.random() < 0.5 else (3,))).astype(np.float32)
         rgb = np.clip(rgb.astype(np.float32) + noise, 0, 255).round().astype(np.uint8)
         done.append("noise")
+    if rng.random() < 0.25 * strength:
+        ok, buf = cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(20, 60))])
+        rgb = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        done.append("jpeg")
     return rgb, done
 
 
-def compose_one(
-    rng: np.random.Generator, size: tuple[int, int] = IMAGE_SIZE, cutouts: list[Cutout] | None = None
-) -> Composite:
+def compose_one(rng: np.random.Generator, size: tuple[int, int] = IMAGE_SIZE, art: Art = NO_ART) -> Composite:
     """One large character on a background (full figure 40%, knee-up 30%, close-up bust 30%)."""
     W, H = size
-    canvas, bg = _background(rng, size)
+    canvas, bg = _background(rng, size, art)
     labels = np.zeros((H, W), np.uint8)
     framing = ("full", "medium", "closeup")[int(rng.choice(3, p=[0.4, 0.3, 0.3]))]
-    p = _foreground(rng, framing, size, cutouts or [])
+    p = _foreground(rng, framing, size, art)
     _place(canvas, labels, p.fg, p.at, 1, angle=p.angle, scale=p.scale, flip=p.flip)
     canvas, aug = _degrade(rng, canvas, 0.5)
     return Composite(canvas, labels, {"kind": "one", "background": bg, "foregrounds": [p.source], "augment": aug})
 
 
-def compose_multi(
-    rng: np.random.Generator, size: tuple[int, int] = IMAGE_SIZE, cutouts: list[Cutout] | None = None
-) -> Composite:
+def compose_empty(rng: np.random.Generator, size: tuple[int, int] = IMAGE_SIZE, art: Art = NO_ART) -> Composite:
+    """A background and nothing on it: a hard negative (real sets when there are any)."""
+    W, H = size
+    canvas, bg = _background(rng, size, Art((), art.backgrounds, 0.9 if art.backgrounds else 0.0))
+    canvas, aug = _degrade(rng, canvas, 0.5)
+    return Composite(canvas, np.zeros((H, W), np.uint8), {"kind": "empty", "background": bg, "foregrounds": [], "augment": aug})
+
+
+def compose_multi(rng: np.random.Generator, size: tuple[int, int] = IMAGE_SIZE, art: Art = NO_ART) -> Composite:
     """2-4 characters that overlap and leave the frame, then whole-picture augmentation.
 
     Half the pictures stage one framing for everybody (a wide / full / knee-up group
@@ -450,7 +479,7 @@ def compose_multi(
     they crowd around one spot, so they occlude each other.
     """
     W, H = size
-    canvas, bg = _background(rng, size)
+    canvas, bg = _background(rng, size, art)
     labels = np.zeros((H, W), np.uint8)
     n = int(rng.integers(2, 5))
     if rng.random() < 0.5:
@@ -466,7 +495,7 @@ def compose_multi(
     order = np.argsort([{"closeup": 3, "medium": 2, "full": 1, "small": 0}[f] + rng.uniform(0, 1.5) for f in framings])
     sources = []
     for label, k in enumerate(order, start=1):  # back to front: bigger framings tend to be in front
-        p = _foreground(rng, framings[k], size, cutouts or [], float(xs[k]))
+        p = _foreground(rng, framings[k], size, art, float(xs[k]))
         _place(canvas, labels, p.fg, p.at, label, angle=p.angle, scale=p.scale, flip=p.flip)
         sources.append(p.source)
     canvas, aug = _degrade(rng, canvas, 1.0)
@@ -655,6 +684,20 @@ def split_counts(count: int, mix: dict[str, float] | None = None) -> dict[str, i
     return out
 
 
+def default_mix(art: Art) -> dict[str, float]:
+    """:data:`REAL_MIX` when real backgrounds are given (they make the hard negatives), else :data:`MIX`."""
+    return REAL_MIX if art.backgrounds else MIX
+
+
+def subset_of(info: dict) -> str:
+    """The group a picture is scored in: the source of a lone real cut-out, ``generated``
+    for a lone generated character, else its kind (``multi``, ``empty``, ``episode``)."""
+    if info["kind"] == "one":
+        src = info["foregrounds"][0]
+        return f"cutout-{src[7:].split('/', 1)[0]}" if src.startswith("cutout:") else "generated"
+    return info["kind"]
+
+
 def _write_image(path: Path, rgb: np.ndarray, quality: int) -> None:
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
@@ -667,18 +710,29 @@ def iter_split(
     count: int,
     *,
     seed: int = 0,
-    cutouts: list[Cutout] | None = None,
+    art: Art = NO_ART,
     mix: dict[str, float] | None = None,
     size: tuple[int, int] = IMAGE_SIZE,
 ) -> Iterator[tuple[str, Composite]]:
-    """(file stem, picture) of every image of a split, one at a time. ``test`` is all
-    episode frames; ``train`` and ``val`` follow ``mix`` (default :data:`MIX`)."""
+    """(file stem, picture) of every image of a split, one at a time; ``art`` is the
+    split's own real art. ``train`` and ``val`` follow ``mix`` (default :func:`default_mix`);
+    ``test`` is all episode frames, or with real cut-outs :data:`TEST_REAL_MIX`, every
+    foreground real."""
     base = split_seed(split, seed)
-    counts = {"one": 0, "multi": 0, "episode": count} if split == "test" else split_counts(count, mix)
+    if split == "test":
+        if art.cutouts:
+            art = Art(art.cutouts, art.backgrounds, 1.0)
+            counts = split_counts(count, TEST_REAL_MIX)
+        else:
+            counts = {"one": 0, "multi": 0, "empty": 0, "episode": count}
+    else:
+        counts = split_counts(count, default_mix(art) if mix is None else mix)
     for i in range(counts["one"]):
-        yield f"one-{i:05d}", compose_one(child_rng(base, "one", i), size, cutouts)
+        yield f"one-{i:05d}", compose_one(child_rng(base, "one", i), size, art)
     for i in range(counts["multi"]):
-        yield f"multi-{i:05d}", compose_multi(child_rng(base, "multi", i), size, cutouts)
+        yield f"multi-{i:05d}", compose_multi(child_rng(base, "multi", i), size, art)
+    for i in range(counts["empty"]):
+        yield f"empty-{i:05d}", compose_empty(child_rng(base, "empty", i), size, art)
     for comp in episode_frames(base, counts["episode"], size):
         yield f"ep{comp.info['episode_seed']}-f{comp.info['frame']:05d}", comp
 
@@ -689,7 +743,7 @@ def write_split(
     count: int,
     *,
     seed: int = 0,
-    cutouts: list[Cutout] | None = None,
+    art: Art = NO_ART,
     mix: dict[str, float] | None = None,
     size: tuple[int, int] = IMAGE_SIZE,
     quality: int = JPEG_QUALITY,
@@ -699,7 +753,8 @@ def write_split(
     """Write one split under ``root`` (replacing an old one); return its summary.
 
     ``label_maps``: also write each picture's instance map as ``labelmaps/<split>/<stem>.png``
-    (for tests and inspection).
+    (for tests and inspection). ``subsets/<split>-<group>.txt`` lists the images of each
+    :func:`subset_of` group, for scoring per source.
     """
     root = Path(root)
     dirs = {name: root / name / split for name in ("images", "labels", "labelmaps")}
@@ -714,10 +769,11 @@ def write_split(
     instances = dropped = 0
     episode_seeds: set[int] = set()
     cutouts_used: dict[str, int] = {}
+    subsets: dict[str, list[str]] = {}
     manifest = root / f"{split}.jsonl"
     tmp_manifest = manifest.with_name(f".{manifest.name}.partial")
     with open(tmp_manifest, "w") as log:
-        for stem, comp in iter_split(split, count, seed=seed, cutouts=cutouts, mix=mix, size=size):
+        for stem, comp in iter_split(split, count, seed=seed, art=art, mix=mix, size=size):
             polys = instance_polygons(comp.labels)
             present = int(np.count_nonzero(np.bincount(comp.labels.ravel(), minlength=256)[1:]))
             _write_image(dirs["images"] / f"{stem}.jpg", comp.rgb, quality)
@@ -726,6 +782,7 @@ def write_split(
             if label_maps:
                 cv2.imwrite(str(dirs["labelmaps"] / f"{stem}.png"), comp.labels)
             kinds[comp.info["kind"]] += 1
+            subsets.setdefault(subset_of(comp.info), []).append(str(dirs["images"] / f"{stem}.jpg"))
             instances += len(polys)
             dropped += present - len(polys)
             if "episode_seed" in comp.info:
@@ -740,6 +797,12 @@ def write_split(
             if on_image is not None:
                 on_image(stem, comp)
     os.replace(tmp_manifest, manifest)
+    sub_dir = root / "subsets"
+    sub_dir.mkdir(exist_ok=True)
+    for old in sub_dir.glob(f"{split}-*.txt"):
+        old.unlink()
+    for name, images in sorted(subsets.items()):
+        (sub_dir / f"{split}-{name}.txt").write_text("\n".join(images) + "\n")
     return {
         "count": count,
         "seed": split_seed(split, seed),
@@ -748,6 +811,9 @@ def write_split(
         "dropped_small_instances": dropped,
         "episode_seeds": sorted(episode_seeds),
         "cutouts_used": dict(sorted(cutouts_used.items())),
+        "subsets": {k: len(v) for k, v in sorted(subsets.items())},
+        "characters": sorted({c.character for c in art.cutouts}),
+        "background_groups": sorted({b.group for b in art.backgrounds}),
     }
 
 
@@ -759,6 +825,7 @@ def build_dataset(
     test_images: int = 0,
     seed: int = 0,
     cutouts: str | Path | None = None,
+    backgrounds: str | Path | None = None,
     mix: dict[str, float] | None = None,
     size: tuple[int, int] = IMAGE_SIZE,
     quality: int = JPEG_QUALITY,
@@ -767,8 +834,12 @@ def build_dataset(
 ) -> Path:
     """Write a YOLO-seg dataset under ``root``; return its ``data.yaml`` (written last).
 
-    ``cutouts``: see :func:`resolve_cutouts` (None: the shared cut-outs when present).
-    ``test_images`` > 0 adds a ``test`` split of frames from yet other episodes.
+    ``cutouts`` / ``backgrounds``: directories of real art (:func:`resolve_art`; None:
+    the shared ones when present), split by character and by set between train, val and
+    test (:func:`tasks.realart.by_split`), so no split sees another's characters.
+    ``test_images`` > 0 adds a ``test`` split: composites of the held-out characters
+    (when there are cut-outs) and frames of yet other episodes. Beside ``data.yaml``,
+    ``data-<split>-<group>.yaml`` score one :func:`subset_of` group each.
     ``on_image(split, stem, picture)`` is called after each image is written.
     """
     if train_images < 1 or val_images < 1 or test_images < 0:
@@ -779,17 +850,29 @@ def build_dataset(
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     (root / "data.yaml").unlink(missing_ok=True)
-    cut_dir = resolve_cutouts(cutouts)
+    cut_dir = resolve_art(cutouts, DEFAULT_CUTOUTS)
+    bg_dir = resolve_art(backgrounds, DEFAULT_BACKGROUNDS)
     loaded = load_cutouts(cut_dir)
+    sets = load_backgrounds(bg_dir)
+    cut_split = by_split(loaded, lambda c: c.character, seed)
+    bg_split = by_split(sets, lambda b: b.group, seed)
     counts = {"train": train_images, "val": val_images, "test": test_images}
     summary: dict = {
         "version": 1,
         "seed": seed,
         "size": list(size),
         "jpeg_quality": quality,
-        "mix": dict(MIX if mix is None else mix),
+        "mix": dict(default_mix(Art(backgrounds=tuple(sets))) if mix is None else mix),
+        "real_art_share": REAL_ART_SHARE,
         "min_instance_fraction": MIN_INSTANCE_FRACTION,
-        "cutouts": {"dir": str(cut_dir) if cut_dir else None, "files": {c.name: c.sha256 for c in loaded}},
+        "cutouts": {
+            "dir": str(cut_dir) if cut_dir else None,
+            "files": {f"{c.source}/{c.name}": c.sha256 for c in loaded},
+        },
+        "backgrounds": {
+            "dir": str(bg_dir) if bg_dir else None,
+            "files": {f"{b.source}/{b.name}": b.sha256 for b in sets},
+        },
         "splits": {},
     }
     for split, n in counts.items():
@@ -804,7 +887,7 @@ def build_dataset(
             split,
             n,
             seed=seed,
-            cutouts=loaded,
+            art=Art(tuple(cut_split[split]), tuple(bg_split[split])),
             mix=mix,
             size=size,
             quality=quality,
@@ -818,6 +901,13 @@ def build_dataset(
             lines.append(f"{split}: {root / 'images' / split}")
     lines.append("names:")
     lines += [f"  {i}: {name}" for i, name in enumerate(CLASS_NAMES)]
+    names = ["names:"] + [f"  {i}: {name}" for i, name in enumerate(CLASS_NAMES)]
+    for old in root.glob("data-*.yaml"):
+        old.unlink()
+    for listing in sorted((root / "subsets").glob("*.txt")):
+        if not listing.stem.endswith("-empty"):  # no characters: nothing to score mAP on
+            sub = [f"# {listing.stem} of the dataset in {root}", f"path: {root}", f"train: {listing}", f"val: {listing}", *names]
+            (root / f"data-{listing.stem}.yaml").write_text("\n".join(sub) + "\n")
     tmp = root / ".data.yaml.partial"
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, root / "data.yaml")
