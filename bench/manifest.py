@@ -36,21 +36,21 @@ sys.path.insert(0, str(ROOT))
 
 from pycocotools import mask as mask_util  # noqa: E402
 
-from models.detector import FileDetector  # noqa: E402
-from tasks.config import load_config  # noqa: E402
-from tasks.instances import Instances  # noqa: E402
-from tasks.keyframes import Candidate  # noqa: E402
-from tasks.manifest import dataset, iter_masks, shot_files  # noqa: E402
-from tasks.manifest_write import finalize_episode, upscale_mask, write_episode_table, write_shot  # noqa: E402
-from tasks.rle import decode_mask, encode_mask  # noqa: E402
-from tasks.segment import ShotSegmentation, segment_shot  # noqa: E402
-from tasks.segment_config import SegmentConfig  # noqa: E402
-from tasks.segment_models import build_models  # noqa: E402
-from tasks.synth import load_truth  # noqa: E402
-from tasks.synth.suite import ensure_episode  # noqa: E402
-from tasks.synth.unstable import UnstableConfig, write_unstable_detections  # noqa: E402
-from tasks.types import Shot  # noqa: E402
-from tasks.video import probe  # noqa: E402
+from celmask.models.detectors.yolo import FileDetector  # noqa: E402
+from celmask.tasks.core.config import load_config  # noqa: E402
+from celmask.tasks.core.instances import Instances  # noqa: E402
+from celmask.tasks.segment.keyframes import Candidate  # noqa: E402
+from celmask.tasks.manifest.schema import dataset, iter_masks, shot_files  # noqa: E402
+from celmask.tasks.manifest.write import finalize_episode, upscale_mask, write_episode_table, write_shot  # noqa: E402
+from celmask.tasks.core.rle import decode_mask, encode_mask  # noqa: E402
+from celmask.tasks.segment.shot import ShotSegmentation, segment_shot  # noqa: E402
+from celmask.tasks.segment.config import SegmentConfig  # noqa: E402
+from celmask.tasks.segment.model_sets import build_models  # noqa: E402
+from celmask.tasks.synth import load_truth  # noqa: E402
+from celmask.tasks.synth.suite import ensure_episode  # noqa: E402
+from celmask.tasks.synth.unstable import UnstableConfig, write_unstable_detections  # noqa: E402
+from celmask.tasks.core.types import Shot  # noqa: E402
+from celmask.tasks.video import probe  # noqa: E402
 
 WORK = (540, 960)
 """(height, width) of the masks: what segment_shot works at for 1080p video."""

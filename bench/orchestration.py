@@ -56,11 +56,11 @@ def plain(video: Path, out: Path, workers: int) -> None:
     """The episode's work without Prefect."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tasks.episode_finish import finish_episode
-    from tasks.episode_plan import plan_episode
-    from tasks.segment_config import SegmentConfig
-    from tasks.segment_models import preload_models
-    from tasks.shot_run import run_shot
+    from celmask.tasks.run.finish import finish_episode
+    from celmask.tasks.run.plan import plan_episode
+    from celmask.tasks.segment.config import SegmentConfig
+    from celmask.tasks.segment.model_sets import preload_models
+    from celmask.tasks.run.shot import run_shot
 
     episode_dir = out / video.stem
     plan, _ = plan_episode(video, episode_dir, {})

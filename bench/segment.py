@@ -28,12 +28,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.config import load_config  # noqa: E402
-from tasks.mask_metrics import SegScore  # noqa: E402
-from tasks.segment_config import SegmentConfig  # noqa: E402
-from tasks.segment_eval import EpisodeEval, evaluate_episode  # noqa: E402
-from tasks.synth.suite import ensure_episode  # noqa: E402
-from tasks.synth.unstable import UnstableConfig, read_unstable_summary, write_unstable_detections  # noqa: E402
+from celmask.tasks.core.config import load_config  # noqa: E402
+from celmask.tasks.eval.masks import SegScore  # noqa: E402
+from celmask.tasks.segment.config import SegmentConfig  # noqa: E402
+from celmask.tasks.eval.segment import EpisodeEval, evaluate_episode  # noqa: E402
+from celmask.tasks.synth.suite import ensure_episode  # noqa: E402
+from celmask.tasks.synth.unstable import UnstableConfig, read_unstable_summary, write_unstable_detections  # noqa: E402
 
 CONFIGS = {
     "detector on every frame": ["propagator=none", "refiner=none", "hold_reuse=false"],

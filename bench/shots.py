@@ -3,7 +3,7 @@
 For every generated episode of the suite (held-out seeds, with ground truth) and,
 where ../shared/realclips exists, every real clip (speed only: no labels), run
 
-- celmask's detector (``tasks.shots.detect_shots``, defaults),
+- celmask's detector (``celmask.tasks.shots.detect.detect_shots``, defaults),
 - PySceneDetect ``ContentDetector()`` and ``AdaptiveDetector()`` at their defaults,
 
 and print precision / recall / F1 of boundaries (hard cut within ±1 frame, gradual
@@ -26,10 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.shot_metrics import CutScore, HoldScore, boundaries, score_boundaries, score_holds  # noqa: E402
-from tasks.shots import detect_shots  # noqa: E402
-from tasks.synth import load_truth  # noqa: E402
-from tasks.synth.suite import ensure_episode  # noqa: E402
+from celmask.tasks.eval.shots import CutScore, HoldScore, boundaries, score_boundaries, score_holds  # noqa: E402
+from celmask.tasks.shots.detect import detect_shots  # noqa: E402
+from celmask.tasks.synth import load_truth  # noqa: E402
+from celmask.tasks.synth.suite import ensure_episode  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 FLASH_RADIUS = 2

@@ -1,7 +1,7 @@
 """The ``celmask`` command line. Each command parses options and calls library
 functions; no pipeline logic lives here.
 
-Errors in the user's input (:class:`tasks.errors.CelmaskError`) print one line
+Errors in the user's input (:class:`celmask.tasks.core.errors.CelmaskError`) print one line
 ``celmask: error: ...`` and exit 2 (1 when only some shots of an episode failed),
 with no traceback.
 """
@@ -18,7 +18,7 @@ from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
 
-from tasks.errors import CelmaskError
+from celmask.tasks.core.errors import CelmaskError
 
 DEMO_EPISODE = "demo"
 PROGRESS_MIN_SECONDS = 5.0
@@ -33,7 +33,7 @@ def _progress(total: int, duration: float, force: bool | None, desc: str):
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from tasks.video import probe
+    from celmask.tasks.video import probe
 
     info = asdict(probe(args.video))
     if args.json:
@@ -46,7 +46,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def _shot_config(args: argparse.Namespace):
-    from tasks.shots import ShotConfig
+    from celmask.tasks.shots.detect import ShotConfig
 
     overrides = {k: v for k, v in (("cut_threshold", args.cut_threshold), ("min_shot_frames", args.min_shot_frames)) if v is not None}
     return ShotConfig(**overrides)
@@ -54,8 +54,8 @@ def _shot_config(args: argparse.Namespace):
 
 def shot_report(video: str | Path, args: argparse.Namespace) -> dict:
     """Probe and detect shots of ``video``; return the JSON-able report."""
-    from tasks.shots import detect_shots
-    from tasks.video import probe
+    from celmask.tasks.shots.detect import detect_shots
+    from celmask.tasks.video import probe
 
     config = _shot_config(args)
     info = probe(video)
@@ -93,7 +93,7 @@ def cmd_shots(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from tasks.synth import generate_episode
+    from celmask.tasks.synth import generate_episode
 
     width, height = _size(args.size)
     truth = generate_episode(args.out, seed=args.seed, duration=args.duration, width=width, height=height)
@@ -102,11 +102,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tasks.episode_plan import load_plan
-    from tasks.segment_config import SegmentConfig
-    from tasks.segment_eval import score_manifest
-    from tasks.shot_metrics import boundaries, score_boundaries
-    from tasks.synth import generate_episode, load_truth
+    from celmask.tasks.run.plan import load_plan
+    from celmask.tasks.segment.config import SegmentConfig
+    from celmask.tasks.eval.segment import score_manifest
+    from celmask.tasks.eval.shots import boundaries, score_boundaries
+    from celmask.tasks.synth import generate_episode, load_truth
 
     out = Path(args.out)
     video = out / "episode.mp4"
@@ -133,14 +133,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _segment_config(args: argparse.Namespace):
-    from tasks.config import load_config
-    from tasks.segment_config import SegmentConfig
+    from celmask.tasks.core.config import load_config
+    from celmask.tasks.segment.config import SegmentConfig
 
     return load_config(SegmentConfig(), args.config, args.set or [])
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from tasks.config import config_hash, describe, flatten
+    from celmask.tasks.core.config import config_hash, describe, flatten
 
     config = _segment_config(args)
     if args.json:
@@ -165,10 +165,10 @@ def _frame_range(text: str) -> tuple[int, int]:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from tasks.segment import SOURCES, segment_shot
-    from tasks.shots import detect_shots
-    from tasks.types import Shot
-    from tasks.video import probe
+    from celmask.tasks.segment.shot import SOURCES, segment_shot
+    from celmask.tasks.shots.detect import detect_shots
+    from celmask.tasks.core.types import Shot
+    from celmask.tasks.video import probe
 
     config = _segment_config(args)
     info = probe(args.video)
@@ -219,7 +219,7 @@ def _count(n: int, word: str) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from tasks.manifest_validate import validate
+    from celmask.tasks.manifest.validate import validate
 
     result = validate(args.out)
     for problem in result.problems:
@@ -231,7 +231,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tasks.exports import export
+    from celmask.tasks.outputs.exports import export
 
     for e in export(args.out, args.format, episode=args.episode, to=args.to, video=args.video):
         print(f"{e.episode_id}: wrote {e.path} ({_count(e.files, 'file')}, {e.bytes / 1e6:.1f} MB) in {e.seconds:.1f} s")
@@ -239,8 +239,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tasks.episode_plan import recorded_video
-    from tasks.report import write_report
+    from celmask.tasks.run.plan import recorded_video
+    from celmask.tasks.outputs.report import write_report
 
     print(write_report(args.episode, args.video or recorded_video(args.episode)))
     return 0
@@ -281,29 +281,29 @@ def _progress_listener(bar, lines: bool):
 def run_episode(video: str | Path, out: str | Path, config, *, episode_id: str | None = None, workers: int = 2,
                 faults: dict | None = None, progress: bool | None = None, server=None) -> dict:
     """Run the ``episode`` flow in this process (embedded Prefect unless a server is
-    configured; ``server``: from :func:`flows.embedded.start_server`) with progress on
+    configured; ``server``: from :func:`celmask.flows.embedded.start_server`) with progress on
     stderr; return its result."""
     from tqdm import tqdm
 
-    from flows.embedded import local_prefect
-    from flows.progress import listener
-    from tasks.config import changed
-    from tasks.segment_config import SegmentConfig
+    from celmask.flows.embedded import local_prefect
+    from celmask.flows.progress import listener
+    from celmask.tasks.core.config import changed
+    from celmask.tasks.segment.config import SegmentConfig
 
     show = progress if progress is not None else sys.stderr.isatty()
     settings = changed(config, SegmentConfig())
 
     def meanwhile() -> None:
         """While the server starts: import the flow, and what its first steps would do, so they find it done."""
-        import flows.episode  # noqa: F401
-        from tasks.episode_plan import episode_id_of, plan_episode
-        from tasks.segment_models import preload_models
+        import celmask.flows.episode  # noqa: F401
+        from celmask.tasks.run.plan import episode_id_of, plan_episode
+        from celmask.tasks.segment.model_sets import preload_models
 
         preload_models(config)
         plan_episode(video, Path(out) / episode_id_of(video, episode_id), settings)
 
     with local_prefect(meanwhile, server):
-        from flows.episode import episode
+        from celmask.flows.episode import episode
 
         with tqdm(total=0, unit="shot", desc="shots", disable=not show, file=sys.stderr,
                   bar_format="{desc} {n}/{total} |{bar}| {elapsed} {postfix}", dynamic_ncols=True, leave=False) as bar:
@@ -322,8 +322,8 @@ def _print_episode(result: dict) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tasks.episode_plan import episode_id_of
-    from tasks.video import probe
+    from celmask.tasks.run.plan import episode_id_of
+    from celmask.tasks.video import probe
 
     with _server_first() as server:
         config = _segment_config(args)
@@ -341,7 +341,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _server_first():
     """The embedded server (or None), started before anything else the command does:
     it takes seconds; stopped when the command is done, or fails on bad input first."""
-    from flows.embedded import start_server
+    from celmask.flows.embedded import start_server
 
     server = start_server()
     try:
@@ -360,18 +360,18 @@ def _finish_report(result) -> int:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from flows.embedded import local_prefect
-    from tasks.config import apply, changed, parse_overrides
-    from tasks.episode_finish import finish_episode
-    from tasks.episode_plan import load_plan
-    from tasks.segment_config import SegmentConfig
+    from celmask.flows.embedded import local_prefect
+    from celmask.tasks.core.config import apply, changed, parse_overrides
+    from celmask.tasks.run.finish import finish_episode
+    from celmask.tasks.run.plan import load_plan
+    from celmask.tasks.segment.config import SegmentConfig
 
     episode_dir = Path(args.episode)
     plan = load_plan(episode_dir)
     shot = plan.shot(args.shot)
     config = apply(apply(SegmentConfig(), plan.config, where="plan"), parse_overrides(args.set or []))
     with local_prefect():
-        from flows.episode import segment_shot
+        from celmask.flows.episode import segment_shot
 
         segment_shot(plan.video, shot.to_dict(), str(episode_dir.parent), changed(config, SegmentConfig()),
                      episode_id=episode_dir.name, force=True)
@@ -379,15 +379,15 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 
 def cmd_finalize(args: argparse.Namespace) -> int:
-    from tasks.episode_finish import finish_episode
-    from tasks.episode_plan import load_plan
+    from celmask.tasks.run.finish import finish_episode
+    from celmask.tasks.run.plan import load_plan
 
     return _finish_report(finish_episode(args.episode, load_plan(args.episode)))
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from flows.deploy import DeploySettings, deploy, worker_commands
-    from flows.embedded import quiet_prefect
+    from celmask.flows.deploy import DeploySettings, deploy, worker_commands
+    from celmask.flows.embedded import quiet_prefect
 
     quiet_prefect()
     for line in deploy(DeploySettings(args.inbox, args.out, args.timezone, args.gpu_slots, Path(args.repo).resolve())):
@@ -399,10 +399,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
-    from flows.embedded import local_prefect
-    from tasks.config import changed
-    from tasks.inbox import find_episodes
-    from tasks.segment_config import SegmentConfig
+    from celmask.flows.embedded import local_prefect
+    from celmask.tasks.core.config import changed
+    from celmask.tasks.run.inbox import find_episodes
+    from celmask.tasks.segment.config import SegmentConfig
 
     config = _segment_config(args)
     _positive("--workers", args.workers)
@@ -415,7 +415,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         print(f"{row['episode']}: {row['status']}" + (f": {row['error']}" if row["error"] else ""), flush=True)
 
     with local_prefect():
-        from flows.nightly import listener, nightly
+        from celmask.flows.nightly import listener, nightly
 
         token = listener.set(show)
         try:
@@ -433,9 +433,9 @@ def _positive(name: str, value: int, minimum: int = 1) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from models.ultralytics_env import ultralytics_offline
-    from tasks.segment_models import BUILTIN_DETECTOR
-    from tasks.composites import DEFAULT_BACKGROUNDS, DEFAULT_CUTOUTS, MAX_SEED, resolve_art
+    from celmask.models.ultralytics_env import ultralytics_offline
+    from celmask.tasks.segment.model_sets import BUILTIN_DETECTOR
+    from celmask.tasks.trainset.composites import DEFAULT_BACKGROUNDS, DEFAULT_CUTOUTS, MAX_SEED, resolve_art
 
     _positive("--images", args.images)
     _positive("--val-images", args.val_images)
@@ -449,11 +449,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = str(BUILTIN_DETECTOR) if args.model == "builtin" else args.model
     if model.endswith(".pt") and not Path(model).is_file():
         raise CelmaskError(model, "weights to fine-tune from not found", "pass an existing .pt, builtin, or a *-seg.yaml to train from scratch")
+    if args.resume and not (last := Path(args.out) / "ultralytics" / "train" / "weights" / "last.pt").is_file():
+        raise CelmaskError(last, "no checkpoint to resume from", "start the run without --resume")
     cutouts = resolve_art(args.cutouts, DEFAULT_CUTOUTS)
     backgrounds = resolve_art(args.backgrounds, DEFAULT_BACKGROUNDS)
     ultralytics_offline()
-    from flows.embedded import local_prefect
-    from flows.train import train
+    from celmask.flows.embedded import local_prefect
+    from celmask.flows.train import train
 
     with local_prefect():
         metrics = train(
@@ -630,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 class _QuietPrefect(logging.Filter):
     """Keeps Prefect's records off the command's console below its console level
-    (``PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL``, CRITICAL from flows.embedded). Its run
+    (``PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL``, CRITICAL from celmask.flows.embedded). Its run
     loggers propagate to ours, so a failed task or flow would print its traceback
     before the command's one-line error; those records still reach the run's page
     in the UI through Prefect's API handler."""

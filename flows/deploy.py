@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from tasks.errors import CelmaskError
+from celmask.tasks.core.errors import CelmaskError
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT_FILE = "deployments/prefect.yaml"

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO
 
-from tasks.errors import CelmaskError
+from celmask.tasks.core.errors import CelmaskError
 
 QUIET_DEFAULTS = {
     "DO_NOT_TRACK": "1",

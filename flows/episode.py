@@ -10,7 +10,7 @@ Two ways to run one code path. Embedded (``celmask run``, no server): shots are
 deployment on the GPU pool, so a failed shot is one flow run an operator retries
 alone; when a retried shot completes it finishes the episode again, so the parent
 run staying Failed never leaves the episode unfinished. Either way the work is
-:func:`tasks.shot_run.run_shot`, and the episode's state is read back from the
+:func:`celmask.tasks.run.shot.run_shot`, and the episode's state is read back from the
 output directory (``OUT/<episode_id>/_run/``), shared by every host.
 """
 
@@ -31,17 +31,17 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run, task_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import progress as progress_module
-from flows.progress import EpisodeProgress
-from tasks.config import apply
-from tasks.episode_finish import EpisodeResult, finish_episode
-from tasks.episode_plan import EpisodePlan, episode_id_of, load_plan, plan_episode
-from tasks.errors import CelmaskError, ShotsFailed, is_transient
-from tasks.report import sheet_path
-from tasks.segment_config import SegmentConfig
-from tasks.segment_models import preload_models
-from tasks.shot_run import Faults, ShotOutcome, run_shot
-from tasks.types import Shot
+from celmask.flows import progress as progress_module
+from celmask.flows.progress import EpisodeProgress
+from celmask.tasks.core.config import apply
+from celmask.tasks.run.finish import EpisodeResult, finish_episode
+from celmask.tasks.run.plan import EpisodePlan, episode_id_of, load_plan, plan_episode
+from celmask.tasks.core.errors import CelmaskError, ShotsFailed, is_transient
+from celmask.tasks.outputs.report import sheet_path
+from celmask.tasks.segment.config import SegmentConfig
+from celmask.tasks.segment.model_sets import preload_models
+from celmask.tasks.run.shot import Faults, ShotOutcome, run_shot
+from celmask.tasks.core.types import Shot
 
 SHOT_RETRIES = 2
 SHOT_RETRY_DELAYS = [10.0, 60.0]
@@ -285,7 +285,7 @@ def episode(video: str, out: str, config: dict[str, Any] | None = None, episode_
     ``workers``: shots segmented at once in this process (embedded). ``shot_deployment``
     (e.g. ``segment-shot/segment-shot``): run each shot as a flow run of that deployment
     instead, holding a slot of the ``gpu_limit`` global concurrency limit. ``faults``:
-    failures injected on purpose (:class:`tasks.shot_run.Faults`). Fails, after every
+    failures injected on purpose (:class:`celmask.tasks.run.shot.Faults`). Fails, after every
     shot has finished, with the list of failed shots.
     """
     episode_dir = Path(out) / episode_id_of(video, episode_id)

@@ -1,6 +1,6 @@
 """The ``nightly`` flow: segment every episode in an inbox that is not done yet.
 
-    nightly  find the inbox's videos (tasks.inbox) -> for each one not done: fetch it
+    nightly  find the inbox's videos (celmask.tasks.run.inbox) -> for each one not done: fetch it
              (remote inboxes: into OUT/_inbox/, removed once the episode is complete)
              -> the ``episode`` flow as a subflow -> a table artifact of the inbox
              -> fail listing the failed episodes
@@ -23,9 +23,9 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
-from flows.episode import artifact_slug, check_settings, episode
-from tasks.errors import CelmaskError, ShotsFailed
-from tasks.inbox import InboxItem, fetch, find_episodes, record_source, staging_dir
+from celmask.flows.episode import artifact_slug, check_settings, episode
+from celmask.tasks.core.errors import CelmaskError, ShotsFailed
+from celmask.tasks.run.inbox import InboxItem, fetch, find_episodes, record_source, staging_dir
 
 DONE_BEFORE, COMPLETE, FAILED = "done-before", "complete", "failed"
 

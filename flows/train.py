@@ -2,7 +2,7 @@
 held-out episodes, publish the weights.
 
     build-dataset  real-art composites + generated ones + episode frames
-                   (tasks/composites.py): train, val, test, split by character
+                   (tasks/trainset/composites.py): train, val, test, split by character
     train-detector ultralytics, offline (models/training.py); --resume goes on from
                    the run's last checkpoint
     evaluate       on val (what picked best.pt) and on test: composites of held-out
@@ -29,9 +29,9 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from models.detector import file_sha256
-from models.training import DEFAULT_MODEL, evaluate_detector, train_detector
-from tasks.composites import build_dataset
+from celmask.models.detectors.yolo import file_sha256
+from celmask.models.training import DEFAULT_MODEL, evaluate_detector, train_detector
+from celmask.tasks.trainset.composites import build_dataset
 
 build_dataset_task = task(build_dataset, name="build-dataset")
 train_detector_task = task(train_detector, name="train-detector")

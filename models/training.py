@@ -2,8 +2,8 @@
 
 Plain functions, no Prefect (``flows/train.py`` orchestrates them)::
 
-    from tasks.composites import build_dataset
-    from models.training import train_detector, evaluate_detector
+    from celmask.tasks.trainset.composites import build_dataset
+    from celmask.models.training import train_detector, evaluate_detector
 
     data = build_dataset("runs/ds", train_images=600, val_images=150, test_images=150)
     best = train_detector(data, "runs/yolo", epochs=20, imgsz=320)       # .../weights/best.pt
@@ -11,7 +11,7 @@ Plain functions, no Prefect (``flows/train.py`` orchestrates them)::
 
 Training follows the measured recipe in ../shared/notes/ultralytics.md: a model
 built from its YAML (no weights, nothing downloaded), ``YOLO_OFFLINE`` and a
-celmask-owned config directory with a local font (:mod:`models.ultralytics_env`),
+celmask-owned config directory with a local font (:mod:`celmask.models.ultralytics_env`),
 an explicit ``close_mosaic`` (mosaic is otherwise off from the first epoch of short
 runs), one warm-up epoch, no plots, no AMP, images cached in RAM. CPU training is
 not bit-for-bit reproducible across machines; same seed, same machine, same result.
@@ -24,8 +24,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from models.ultralytics_env import ultralytics_offline
-from tasks.errors import CelmaskError
+from celmask.models.ultralytics_env import ultralytics_offline
+from celmask.tasks.core.errors import CelmaskError
 
 DEFAULT_MODEL = "yolov8n-seg.yaml"
 RUN_NAME = "train"
@@ -41,7 +41,7 @@ def default_close_mosaic(epochs: int) -> int:
 def _check_data(data_yaml: str | Path) -> Path:
     path = Path(data_yaml).resolve()
     if not path.is_file():
-        raise CelmaskError(path, "dataset YAML not found", "build one with tasks.composites.build_dataset")
+        raise CelmaskError(path, "dataset YAML not found", "build one with celmask.tasks.trainset.composites.build_dataset")
     return path
 
 

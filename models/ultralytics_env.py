@@ -6,7 +6,7 @@ val call its dataset check runs ``check_font("Arial.ttf")``, which tries a downl
 when the font is not in that directory: the only network access seen in
 train/val/predict (../shared/notes/ultralytics.md). So before the first import::
 
-    from models.ultralytics_env import ultralytics_offline
+    from celmask.models.ultralytics_env import ultralytics_offline
     ultralytics_offline()          # env defaults + a local Arial.ttf
     from ultralytics import YOLO   # now safe
 

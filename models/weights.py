@@ -27,8 +27,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.detector import file_sha256
-from tasks.errors import CelmaskError
+from celmask.models.detectors.yolo import file_sha256
+from celmask.tasks.core.errors import CelmaskError
 
 WEIGHTS_DIR_ENV = "CELMASK_WEIGHTS_DIR"
 DOWNLOAD_ENV = "CELMASK_DOWNLOAD"

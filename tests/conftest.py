@@ -24,8 +24,8 @@ def shared_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def clip(tmp_path_factory):
-    """``clip(name)``: path of a small test clip (tests/clips.py), built on first use."""
-    from tests import clips
+    """``clip(name)``: path of a small test clip (tests/support/clips.py), built on first use."""
+    from tests.support import clips
 
     clips.use_directory(tmp_path_factory.mktemp("clips"))
     return clips.get

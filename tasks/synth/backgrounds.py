@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from tasks.synth.palette import RGB, darken, hsv, lighten, random_colour, shade
-from tasks.synth.seeding import child_rng
+from celmask.tasks.synth.palette import RGB, darken, hsv, lighten, random_colour, shade
+from celmask.tasks.synth.seeding import child_rng
 
 SET_KINDS = ("room", "outdoor", "abstract")
 

@@ -5,7 +5,7 @@ proportions, hair style, clothes, line weight, shadow side); an :class:`EpisodeS
 holds what a studio's characters share, so episodes differ from each other and
 characters within one episode vary around it. A :class:`Pose` is one drawing's
 body and face (limb angles, lean, head tilt, eyes, mouth, brows). Drawing them is
-:mod:`tasks.synth.sprites`.
+:mod:`celmask.tasks.synth.sprites`.
 
 Coordinates: "units" where the head radius is about 1, y down, origin on the ground
 between the feet (the *anchor*)::
@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tasks.synth.palette import RGB, hsv, random_colour
+from celmask.tasks.synth.palette import RGB, hsv, random_colour
 
 HAIR_STYLES = ("short", "bob", "long", "ponytail", "twintails", "spiky")
 EYES = ("open", "half", "closed", "happy", "wide")

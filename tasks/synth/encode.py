@@ -22,7 +22,7 @@ from types import TracebackType
 
 import numpy as np
 
-from tasks.errors import CelmaskError
+from celmask.tasks.core.errors import CelmaskError
 
 X264_THREADS = 2
 """Fixed so that the bytes do not depend on the machine's core count."""

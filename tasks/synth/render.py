@@ -24,13 +24,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tasks.atomic import write_atomic
-from tasks.rle import encode_mask_fortran
-from tasks.synth.backgrounds import camera_matrix, paint_set
-from tasks.synth.encode import FfmpegWriter
-from tasks.synth.sprites import Sprite, draw_character, paste_sprite
-from tasks.synth.timeline import EpisodePlan, ShotPlan, layers_at, plan_episode
-from tasks.synth.truth import (
+from celmask.tasks.core.atomic import write_atomic
+from celmask.tasks.core.rle import encode_mask_fortran
+from celmask.tasks.synth.backgrounds import camera_matrix, paint_set
+from celmask.tasks.synth.encode import FfmpegWriter
+from celmask.tasks.synth.sprites import Sprite, draw_character, paste_sprite
+from celmask.tasks.synth.timeline import EpisodePlan, ShotPlan, layers_at, plan_episode
+from celmask.tasks.synth.truth import (
     MASKS_NAME,
     MIN_VISIBLE_PIXELS,
     TRUTH_NAME,

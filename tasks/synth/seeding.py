@@ -3,7 +3,7 @@
 Every part of the generator draws from its own child generator, keyed by a stream
 name and indices, so that changing how many numbers one part draws (say, a new hair
 style) does not reshuffle the timeline of every other part. No global random state
-is used anywhere in :mod:`tasks.synth`.
+is used anywhere in :mod:`celmask.tasks.synth`.
 
 Example::
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from tasks.synth.characters import CharacterDesign, Pose
-from tasks.synth.palette import RGB, darken, lighten, shade
+from celmask.tasks.synth.characters import CharacterDesign, Pose
+from celmask.tasks.synth.palette import RGB, darken, lighten, shade
 
 SUPERSAMPLE = 2
 """Pieces are rasterised at this multiple of the output size, then area-downsampled."""

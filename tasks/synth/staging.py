@@ -22,8 +22,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from tasks.synth.backgrounds import SetDesign, view_rect
-from tasks.synth.characters import (
+from celmask.tasks.synth.backgrounds import SetDesign, view_rect
+from celmask.tasks.synth.characters import (
     CharacterDesign,
     Pose,
     gesture_poses,

@@ -10,8 +10,8 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
-from tasks.synth.render import generate_episode
-from tasks.synth.truth import TRUTH_NAME, Truth, load_truth
+from celmask.tasks.synth.render import generate_episode
+from celmask.tasks.synth.truth import TRUTH_NAME, Truth, load_truth
 
 DEFAULT_FPS = Fraction(24000, 1001)
 

@@ -3,7 +3,7 @@
 :func:`plan_episode` turns a seed into plain frozen dataclasses that say, for every
 frame, what is on screen: which shot(s), which drawing, where the camera looks,
 where each character stands and in which pose, which flash and which subtitle.
-Rendering (:mod:`tasks.synth.render`) only executes this plan, so the plan is also
+Rendering (:mod:`celmask.tasks.synth.render`) only executes this plan, so the plan is also
 the place to read the generator's rules:
 
 - shots 0.5-10 s, grouped into scenes that share a painted set and a cast;
@@ -16,7 +16,7 @@ the place to read the generator's rules:
   shot boundary or transition span;
 - subtitles on some shots, changing mid-shot.
 
-How each shot is staged (drawings, camera, characters) is :mod:`tasks.synth.staging`.
+How each shot is staged (drawings, camera, characters) is :mod:`celmask.tasks.synth.staging`.
 Frame numbers are episode frames unless a name says ``local`` (relative to the
 shot's ``content_start``).
 """
@@ -29,10 +29,10 @@ from fractions import Fraction
 
 import numpy as np
 
-from tasks.synth.backgrounds import SetDesign, random_set
-from tasks.synth.characters import CharacterDesign, EpisodeStyle, random_design, random_style
-from tasks.synth.seeding import child_rng
-from tasks.synth.staging import (
+from celmask.tasks.synth.backgrounds import SetDesign, random_set
+from celmask.tasks.synth.characters import CharacterDesign, EpisodeStyle, random_design, random_style
+from celmask.tasks.synth.seeding import child_rng
+from celmask.tasks.synth.staging import (
     CameraState,
     CharacterPlan,
     effective_time,

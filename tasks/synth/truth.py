@@ -40,8 +40,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.errors import CelmaskError
-from tasks.rle import decode_mask
+from celmask.tasks.core.errors import CelmaskError
+from celmask.tasks.core.rle import decode_mask
 
 TRUTH_NAME = "truth.json"
 MASKS_NAME = "masks.parquet"
@@ -245,7 +245,7 @@ def load_truth(out_dir: str | Path) -> Truth:
         raise CelmaskError(
             path,
             "no truth.json: the episode was never generated or is incomplete",
-            "run tasks.synth.generate_episode again",
+            "run celmask.tasks.synth.generate_episode again",
         ) from e
     return truth_from_dict(json.loads(text))
 

@@ -5,7 +5,7 @@ hidden ones most), grows and shrinks masks, loses limbs, frays edges, finds
 characters in the background, and is confident about the wrong frames. The
 keyframe, propagation and refinement stages exist to repair exactly that, so the
 segmentation benchmark feeds them these detections (through
-:class:`models.detector.FileDetector`) and measures how much they repair, without
+:class:`celmask.models.detectors.yolo.FileDetector`) and measures how much they repair, without
 a trained detector.
 
 Like a real detector it is deterministic in the picture: every frame of a held run
@@ -37,11 +37,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.atomic import write_atomic
-from tasks.mask_metrics import region_j
-from tasks.rle import encode_mask
-from tasks.synth.seeding import child_rng
-from tasks.synth.truth import MASKS_NAME, MIN_VISIBLE_PIXELS, iter_truth_masks, load_truth
+from celmask.tasks.core.atomic import write_atomic
+from celmask.tasks.eval.masks import region_j
+from celmask.tasks.core.rle import encode_mask
+from celmask.tasks.synth.seeding import child_rng
+from celmask.tasks.synth.truth import MASKS_NAME, MIN_VISIBLE_PIXELS, iter_truth_masks, load_truth
 
 SUMMARY_KEY = b"celmask.unstable"
 """Parquet metadata key of the JSON ``{"seed", "config", "summary"}``."""

@@ -1,0 +1,2 @@
+"""Scoring against ground truth: :mod:`.masks` (DAVIS J&F), :mod:`.shots` (shot F1),
+:mod:`.segment` (a manifest against a generated episode's truth)."""

@@ -1,0 +1,57 @@
+"""Close an episode run: its table, its ``_SUCCESS.json`` (only when every shot is
+good), its QC report.
+
+Run at the end of every episode run, and again whenever a failed shot has been
+re-run on its own (``celmask finalize``, ``celmask rerun``, a retried shot flow): the
+episode's state is read back from the output directory, so it does not matter which
+run, process or host produced each shot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from celmask.tasks.run.plan import EpisodePlan
+from celmask.tasks.core.errors import CelmaskError
+from celmask.tasks.manifest.schema import SUCCESS_NAME, ShotSummary
+from celmask.tasks.manifest.write import finalize_episode, write_episode_table
+from celmask.tasks.outputs.report import write_report
+from celmask.tasks.run.shot import recorded_summaries
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    episode_dir: Path
+    summaries: list[ShotSummary]
+    report: Path
+    success: dict[str, Any] | None
+    """The content of ``_SUCCESS.json``; None when the episode is not complete."""
+    problem: str = ""
+    """Why it is not complete."""
+
+    @property
+    def failed(self) -> list[int]:
+        return [s.shot.index for s in self.summaries if s.status != "ok"]
+
+
+def finish_episode(episode_dir: str | Path, plan: EpisodePlan) -> EpisodeResult:
+    """Write the episode table and QC report from the recorded shot results, and
+    ``_SUCCESS.json`` when every shot of ``plan`` is written and valid (a stale one is
+    removed otherwise)."""
+    episode_dir = Path(episode_dir)
+    summaries = recorded_summaries(episode_dir, plan.shots)
+    write_episode_table(episode_dir, summaries)
+    success, problem = None, ""
+    failed = [s.shot.index for s in summaries if s.status != "ok"]
+    if failed:
+        (episode_dir / SUCCESS_NAME).unlink(missing_ok=True)
+        problem = f"shots {failed} failed"
+    else:
+        try:
+            success = finalize_episode(episode_dir, len(plan.shots))
+        except CelmaskError as error:
+            problem = error.problem
+    report = write_report(episode_dir, plan.unchanged_video)
+    return EpisodeResult(episode_dir, summaries, report, success, problem)

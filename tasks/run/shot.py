@@ -1,0 +1,164 @@
+"""One shot of an episode run: segment it and write its manifest file, unless the
+manifest already holds exactly that result.
+
+The cache key is content, never paths: the video's fingerprint, the shot's frame
+range, the settings' hash and every model's weight checksum. The shot file carries
+all four in its metadata, and ``_run/shot_NNNN.json`` beside the plan carries the
+shot's summary (keyframe scores, timings), so a second run of a finished episode
+reads two small files per shot and loads no frames; a changed setting or new weights
+recompute. The summary file is also how a shot run on another host reports back to
+the episode flow: both see the same output directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from celmask.tasks.core.atomic import write_atomic
+from celmask.tasks.core.config import apply, config_hash
+from celmask.tasks.run.plan import run_dir
+from celmask.tasks.core.errors import CelmaskError, TransientError
+from celmask.tasks.manifest.schema import ShotSummary, read_shot_meta, shot_path
+from celmask.tasks.segment.shot import segment_shot
+from celmask.tasks.segment.config import SegmentConfig
+from celmask.tasks.segment.model_sets import lend_models
+from celmask.tasks.core.types import Shot
+from celmask.tasks.video import probe
+
+
+@dataclass(frozen=True)
+class ShotOutcome:
+    summary: ShotSummary
+    cached: bool
+    """True when the manifest already held this result and no model ran."""
+
+
+CRASH_STATUS = 70
+"""Exit status of a shot process ended by an injected crash."""
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Failures injected on purpose, to rehearse what operators do when shots fail.
+
+    Not a segmentation setting: it never reaches the manifest or its hash, so a shot
+    that failed by injection and was re-run gives the same bytes as a clean run.
+    """
+
+    shots: tuple[int, ...] = ()
+    """Shot indices that fail."""
+    attempts: int = 1
+    """How many attempts of each fail (the next one succeeds)."""
+    transient: bool = False
+    """Fail as a transient fault (retried automatically with backoff) instead of as bad input."""
+    crash: tuple[int, ...] = ()
+    """Shot indices whose process ends at once, as when a worker is lost mid-shot
+    (deployed shots only: an embedded run would end with it)."""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Faults:
+        d = d or {}
+        unknown = set(d) - {"shots", "attempts", "transient", "crash"}
+        if unknown:
+            raise CelmaskError("faults", f"unknown keys {sorted(unknown)}", "use shots, attempts, transient, crash")
+        return cls(tuple(int(s) for s in d.get("shots", ())), int(d.get("attempts", 1)), bool(d.get("transient", False)),
+                   tuple(int(s) for s in d.get("crash", ())))
+
+    def check(self, shot: int, attempt: int) -> None:
+        """Raise the injected failure for ``shot`` on its ``attempt`` (1-based), if any."""
+        if shot in self.crash:
+            os._exit(CRASH_STATUS)
+        if shot in self.shots and attempt <= self.attempts:
+            kind = TransientError if self.transient else CelmaskError
+            raise kind(f"shot {shot}", f"injected {'transient ' if self.transient else ''}failure (attempt {attempt} of "
+                       f"{self.attempts} that fail)", "this is a rehearsal: retry the shot")
+
+
+def summary_path(episode_dir: str | Path, index: int) -> Path:
+    return run_dir(episode_dir) / f"shot_{index:04d}.json"
+
+
+def read_summary(episode_dir: str | Path, shot: Shot) -> ShotSummary | None:
+    """The recorded summary of ``shot`` (ok or failed), or None when there is none or it
+    belongs to another shot range."""
+    try:
+        summary = ShotSummary.from_dict(json.loads(summary_path(episode_dir, shot.index).read_text()))
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return summary if summary.shot == shot else None
+
+
+def _write_summary(episode_dir: Path, summary: ShotSummary) -> None:
+    path = summary_path(episode_dir, summary.shot.index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, (json.dumps(summary.to_dict(), sort_keys=True) + "\n").encode())
+
+
+def cached_summary(episode_dir: Path, shot: Shot, fingerprint: str, settings_hash: str,
+                   model_ids: dict[str, str]) -> ShotSummary | None:
+    """The summary of ``shot`` when its file was written from this content, else None."""
+    summary = read_summary(episode_dir, shot)
+    path = shot_path(episode_dir, shot.index)
+    if summary is None or summary.status != "ok" or not path.exists():
+        return None
+    try:
+        meta = read_shot_meta(path)
+    except CelmaskError:
+        return None
+    same = (meta.episode_id == episode_dir.name and meta.video_fingerprint == fingerprint
+            and (meta.shot.start, meta.shot.end) == (shot.start, shot.end)
+            and meta.config_hash == settings_hash and meta.models == model_ids)
+    return summary if same else None
+
+
+def run_shot(video: str | Path, shot: Shot, episode_dir: str | Path, settings: dict[str, Any],
+             *, force: bool = False, faults: Faults = Faults(), attempt: int = 1) -> ShotOutcome:
+    """Segment ``shot`` of ``video`` with ``settings`` (flat dotted keys) into
+    ``episode_dir``'s manifest, or return the recorded result when the content key
+    matches (``force``: recompute anyway). ``faults`` fail it on purpose on its
+    ``attempt``. Leaves the shot's contact sheet beside its summary. A failure records
+    a failed summary, removes the shot's older file and sheet (they would pass for this
+    run's) and re-raises."""
+    from celmask.tasks.manifest.write import write_shot
+    from celmask.tasks.outputs.report import sheet_path, write_shot_sheet
+
+    episode_dir = Path(episode_dir)
+    config = apply(SegmentConfig(), settings, where="config")
+    info = probe(video)
+    try:
+        faults.check(shot.index, attempt)
+        with lend_models(config) as models:
+            if not force:
+                summary = cached_summary(episode_dir, shot, info.fingerprint, config_hash(config), models.ids)
+                if summary is not None:
+                    return ShotOutcome(summary, cached=True)
+            seg = segment_shot(video, shot, config, models=models)
+        summary = write_shot(episode_dir, seg, config, info.fingerprint)
+        write_shot_sheet(episode_dir, seg, summary)
+    except BaseException as error:
+        shot_path(episode_dir, shot.index).unlink(missing_ok=True)
+        sheet_path(episode_dir, shot.index).unlink(missing_ok=True)
+        _write_summary(episode_dir, ShotSummary.failed(episode_dir.name, shot, _describe(error)))
+        raise
+    _write_summary(episode_dir, summary)
+    return ShotOutcome(summary, cached=False)
+
+
+def _describe(error: BaseException) -> str:
+    return str(error) if isinstance(error, CelmaskError) else f"{type(error).__name__}: {error}"
+
+
+def recorded_summaries(episode_dir: str | Path, shots: tuple[Shot, ...]) -> list[ShotSummary]:
+    """A summary per shot from what the shot runs recorded; a shot with none (never
+    run, or its run was lost) counts as failed."""
+    out = []
+    for shot in shots:
+        summary = read_summary(episode_dir, shot)
+        if summary is not None and summary.status == "ok" and not shot_path(episode_dir, shot.index).exists():
+            summary = None  # its file was removed since
+        out.append(summary or ShotSummary.failed(Path(episode_dir).name, shot, "no result recorded (never run, or its run was lost)"))
+    return out

@@ -1,0 +1,1 @@
+"""Helpers the tests share: clips, Prefect servers and API, tiny models."""
