@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -19,6 +19,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from celmask.tasks.core.errors import CelmaskError
+from celmask.tasks.manifest.layout import INDEX_NAME, report_dir
 
 DEMO_EPISODE = "demo"
 PROGRESS_MIN_SECONDS = 5.0
@@ -102,16 +103,16 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from celmask.tasks.run.plan import load_plan
-    from celmask.tasks.segment.config import SegmentConfig
     from celmask.tasks.eval.segment import score_manifest
     from celmask.tasks.eval.shots import boundaries, score_boundaries
+    from celmask.tasks.run.plan import load_plan
+    from celmask.tasks.segment.config import SegmentConfig
     from celmask.tasks.synth import generate_episode, load_truth
 
     out = Path(args.out)
     video = out / "episode.mp4"
     episode_dir = out / "manifest" / DEMO_EPISODE
-    print(f"==> the QC report will be {episode_dir / 'report' / 'index.html'}")
+    print(f"==> the QC report will be {report_dir(episode_dir) / INDEX_NAME}")
     with _server_first() as server:
         if (out / "truth.json").is_file() and video.is_file() and load_truth(out).seed == args.seed:
             print(f"==> demo episode: {video} (already generated)")
@@ -128,7 +129,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     masks = score_manifest(episode_dir, out)
     print(f"==> against the generated ground truth: shots F1 {cuts.f1:.3f} (precision {cuts.precision:.3f}, "
           f"recall {cuts.recall:.3f}); masks J&F {masks.jf:.3f} (J {masks.j:.3f}, F {masks.f:.3f})")
-    print(f"==> open {episode_dir / 'report' / 'index.html'}; `celmask validate {episode_dir}` checks the manifest")
+    print(f"==> open {report_dir(episode_dir) / INDEX_NAME}; `celmask validate {episode_dir}` checks the manifest")
     return 0
 
 
@@ -165,9 +166,9 @@ def _frame_range(text: str) -> tuple[int, int]:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from celmask.tasks.segment.shot import SOURCES, segment_shot
+    from celmask.tasks.core.types import Shot, Source
+    from celmask.tasks.segment.shot import segment_shot
     from celmask.tasks.shots.detect import detect_shots
-    from celmask.tasks.core.types import Shot
     from celmask.tasks.video import probe
 
     config = _segment_config(args)
@@ -189,7 +190,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             t = tracks.setdefault(int(tid), {"frames": 0, "first": index, "last": index, "sources": {}})
             t["frames"] += 1
             t["last"] = index
-            t["sources"][SOURCES[source]] = t["sources"].get(SOURCES[source], 0) + 1
+            t["sources"][Source(source).label] = t["sources"].get(Source(source).label, 0) + 1
     for tid, keys in result.keyframes.items():
         tracks.setdefault(tid, {})["keyframes"] = [
             {"frame": c.frame_index, "score": c.total, "components": c.components} for c in keys
@@ -232,15 +233,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from celmask.tasks.outputs.exports import export
+    from celmask.tasks.run.plan import recorded_video
 
-    for e in export(args.out, args.format, episode=args.episode, to=args.to, video=args.video):
+    for e in export(args.out, args.format, episode=args.episode, to=args.to, video=args.video,
+                    recorded_video=recorded_video):
         print(f"{e.episode_id}: wrote {e.path} ({_count(e.files, 'file')}, {e.bytes / 1e6:.1f} MB) in {e.seconds:.1f} s")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from celmask.tasks.run.plan import recorded_video
     from celmask.tasks.outputs.report import write_report
+    from celmask.tasks.run.plan import recorded_video
 
     print(write_report(args.episode, args.video or recorded_video(args.episode)))
     return 0
@@ -330,7 +333,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _positive("--workers", args.workers)
         episode_dir = Path(args.out) / episode_id_of(args.video, args.episode_id)
         probe(args.video)  # an unreadable video fails here, before any flow run
-        print(f"==> segmenting {args.video} into {episode_dir}; the QC report will be {episode_dir / 'report' / 'index.html'}")
+        print(f"==> segmenting {args.video} into {episode_dir}; the QC report will be {report_dir(episode_dir) / INDEX_NAME}")
         result = run_episode(args.video, args.out, config, episode_id=args.episode_id, workers=args.workers,
                              faults=_faults(args.fail_shots, args.fail_transient), progress=args.progress, server=server)
     _print_episode(result)
@@ -435,7 +438,12 @@ def _positive(name: str, value: int, minimum: int = 1) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from celmask.models.ultralytics_env import ultralytics_offline
     from celmask.tasks.segment.model_sets import BUILTIN_DETECTOR
-    from celmask.tasks.trainset.composites import DEFAULT_BACKGROUNDS, DEFAULT_CUTOUTS, MAX_SEED, resolve_art
+    from celmask.tasks.trainset.composites import (
+        DEFAULT_BACKGROUNDS,
+        DEFAULT_CUTOUTS,
+        MAX_SEED,
+        resolve_art,
+    )
 
     _positive("--images", args.images)
     _positive("--val-images", args.val_images)
@@ -551,7 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="png: a 1-bit PNG per track and frame; palette: a DAVIS palette PNG per frame; cutouts: RGBA "
                         "characters per drawing; coco / ytvis: instances.json; preview: an mp4 per shot with the masks drawn")
     p.add_argument("--episode", help="export only this episode id")
-    p.add_argument("--to", help="write into TO/<episode_id>/<format>/ (default OUT/<episode_id>/exports/<format>/)")
+    p.add_argument("--to", help="write into TO/<episode_id>/<format>/ (default OUT/<episode_id>/_exports/<format>/)")
     p.add_argument("--video", help="the episode's source video (cutouts and preview need its pixels; default: the one its run recorded; checked by fingerprint)")
     p.set_defaults(func=cmd_export)
 

@@ -25,23 +25,27 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
-from prefect.futures import as_completed
-from prefect.runtime import flow_run, task_run
-from prefect.task_runners import ThreadPoolTaskRunner
-
 from celmask.flows import progress as progress_module
 from celmask.flows.progress import EpisodeProgress
 from celmask.tasks.core.config import apply
+from celmask.tasks.core.errors import CelmaskError, ShotsFailed, is_transient
+from celmask.tasks.core.types import Shot
+from celmask.tasks.manifest.layout import sheet_path
 from celmask.tasks.run.finish import EpisodeResult, finish_episode
 from celmask.tasks.run.plan import EpisodePlan, episode_id_of, load_plan, plan_episode
-from celmask.tasks.core.errors import CelmaskError, ShotsFailed, is_transient
-from celmask.tasks.outputs.report import sheet_path
+from celmask.tasks.run.shot import Faults, ShotOutcome, run_shot
 from celmask.tasks.segment.config import SegmentConfig
 from celmask.tasks.segment.model_sets import preload_models
-from celmask.tasks.run.shot import Faults, ShotOutcome, run_shot
-from celmask.tasks.core.types import Shot
+from prefect import flow, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.futures import as_completed
+from prefect.runtime import flow_run, task_run
+from prefect.task_runners import ThreadPoolTaskRunner
 
 SHOT_RETRIES = 2
 SHOT_RETRY_DELAYS = [10.0, 60.0]

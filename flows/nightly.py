@@ -19,13 +19,13 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+from celmask.flows.episode import artifact_slug, check_settings, episode
+from celmask.tasks.core.errors import CelmaskError, ShotsFailed
+from celmask.tasks.manifest.layout import staging_dir
+from celmask.tasks.run.inbox import InboxItem, fetch, find_episodes, record_source
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
-
-from celmask.flows.episode import artifact_slug, check_settings, episode
-from celmask.tasks.core.errors import CelmaskError, ShotsFailed
-from celmask.tasks.run.inbox import InboxItem, fetch, find_episodes, record_source, staging_dir
 
 DONE_BEFORE, COMPLETE, FAILED = "done-before", "complete", "failed"
 

@@ -10,7 +10,7 @@ per frame, masks at the frame's own resolution. Two backends:
   manifest's columns ``frame_index, label, score, height, width, mask_rle``.
 
     detector = YoloDetector(YoloConfig(weights="models/weights/detector.pt"))
-    instances = detector.detect(frames)        # frames: list[celmask.tasks.video.Frame]
+    instances = detector.detect(frames)        # frames: list[celmask.tasks.core.types.Frame]
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-
 from celmask.tasks.core.errors import CelmaskError, TransientError, is_out_of_memory
 from celmask.tasks.core.instances import Instances
-from celmask.tasks.video import Frame
+from celmask.tasks.core.types import Frame
 
 
 class Detector(Protocol):

@@ -7,9 +7,41 @@ the episode file; times are seconds from the video stream's start.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from enum import IntEnum
 from typing import Any
 
 import numpy as np
+
+
+class Source(IntEnum):
+    """Where a mask came from: the provenance code of every manifest row (stored
+    there as its lower-case name, :attr:`label`)."""
+
+    DETECTED = 0
+    PROPAGATED = 1
+    REFINED = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+SOURCE_LABELS = tuple(s.label for s in Source)
+"""The manifest's ``source`` values, in code order."""
+
+KEYFRAME_COMPONENTS = ("confidence", "quality", "size", "completeness", "sharpness", "agreement", "position")
+"""What a keyframe's score is made of (:mod:`celmask.tasks.segment.keyframes`), as the
+manifest records it."""
+
+STILL_HEIGHT = 108
+"""Pixels: contact-sheet tiles (report, UI); big enough to see a mask slip off a
+character, small enough for 300 shots."""
+
+
+def still_size(size: tuple[int, int], height: int = STILL_HEIGHT) -> tuple[int, int]:
+    """(width, height) of a still ``height`` pixels tall of frames of (height, width) ``size``."""
+    return max(2, round(height * size[1] / size[0])), height
+
 
 TRANSITIONS = ("start", "cut", "fade", "dissolve")
 """How a shot begins: the first shot "start"s; later ones follow a hard cut, a fade

@@ -20,30 +20,26 @@ Writing is in :mod:`celmask.tasks.manifest.write`, checking in :mod:`celmask.tas
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-
 from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.core.rle import decode_mask
 from celmask.tasks.core.types import Shot
-
-if TYPE_CHECKING:
-    from celmask.tasks.segment.shot import ShotSegmentation
+from celmask.tasks.manifest.layout import (
+    EPISODE_TABLE_NAME,
+    SHOT_FILE,
+    SHOTS_DIR,
+)
 
 SCHEMA_VERSION = 1
 """Bump on any change to the columns or the metadata; add the new schema to SCHEMAS."""
-SHOTS_DIR = "shots"
-EPISODE_TABLE_NAME = "_episode.parquet"
-SUCCESS_NAME = "_SUCCESS.json"
-SHOT_FILE = re.compile(r"shot_(\d{4,})\.parquet")
 META_PREFIX = "celmask."
 LABELS = ("character",)
 """Label of each class id."""
@@ -185,18 +181,6 @@ class ShotSummary:
     """Wall time per stage, the manifest's own writing included."""
 
     @classmethod
-    def of(cls, episode_id: str, seg: ShotSegmentation, *, rows: int, seconds: dict[str, float]) -> ShotSummary:
-        """The summary of a shot segmented into ``seg`` and written as ``rows`` rows."""
-        keyframes = tuple(
-            Keyframe(int(c.track_id), int(c.frame_index), round(float(c.total), 6),
-                     {k: round(float(v), 6) for k, v in sorted(c.components.items())})
-            for track_id in sorted(seg.keyframes) for c in seg.keyframes[track_id]
-        )
-        tracks = {int(t) for inst in seg.instances for t in inst.track_id}
-        return cls(episode_id, seg.shot, "ok", "", len(seg.frame_indices), len(seg.instances), rows, len(tracks),
-                   keyframes, {k: round(float(v), 4) for k, v in seconds.items()})
-
-    @classmethod
     def failed(cls, episode_id: str, shot: Shot, error: str, seconds: dict[str, float] | None = None) -> ShotSummary:
         """A shot whose segmentation or writing failed with ``error``."""
         return cls(episode_id, shot, "failed", error, frames=shot.frame_count, seconds=dict(seconds or {}))
@@ -229,10 +213,6 @@ class ShotSummary:
 
 
 # --------------------------------------------------------------------------- layout
-
-
-def shot_path(episode_dir: str | Path, index: int) -> Path:
-    return Path(episode_dir) / SHOTS_DIR / f"shot_{index:04d}.parquet"
 
 
 def episode_dirs(path: str | Path) -> list[Path]:

@@ -24,23 +24,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
 from celmask.tasks.core.errors import CelmaskError
-from celmask.tasks.manifest.schema import (
+from celmask.tasks.core.rle import rle_counts, rle_geometry
+from celmask.tasks.core.types import SOURCE_LABELS
+from celmask.tasks.manifest.layout import (
     EPISODE_TABLE_NAME,
     SHOT_FILE,
     SHOTS_DIR,
     SUCCESS_NAME,
+    shot_path,
+)
+from celmask.tasks.manifest.schema import (
     ShotMeta,
     check_version,
     episode_dirs,
     read_episode_table,
     read_shot_meta,
     shot_files,
-    shot_path,
 )
-from celmask.tasks.core.rle import rle_counts, rle_geometry
-from celmask.tasks.segment.shot import SOURCES
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def check_shot_file(path: Path, index: int, episode_id: str, out: Validation) ->
     bad(np.concatenate([[False], step < 0]), "out of (frame, track) order")
     bad((table.column("height").to_numpy() != h) | (table.column("width").to_numpy() != w), f"whose size is not the video's {w}x{h}")
     bad(~pc.is_in(table.column("label"), pa.array(meta.labels)).to_numpy(zero_copy_only=False), f"with a label not in {list(meta.labels)}")
-    bad(~pc.is_in(table.column("source"), pa.array(SOURCES)).to_numpy(zero_copy_only=False), f"with a source not in {list(SOURCES)}")
+    bad(~pc.is_in(table.column("source"), pa.array(SOURCE_LABELS)).to_numpy(zero_copy_only=False), f"with a source not in {list(SOURCE_LABELS)}")
     score = table.column("score").to_numpy()
     bad(~((score >= 0) & (score <= 1)), "with a score outside [0, 1]")
     key, distance = (table.column(name) for name in ("keyframe_frame", "keyframe_distance"))

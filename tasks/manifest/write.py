@@ -25,26 +25,25 @@ import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from celmask.tasks.core.atomic import atomic_file, write_atomic
 from celmask.tasks.core.config import config_hash, config_json
 from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.core.instances import Instances
+from celmask.tasks.core.rle import Box, rle_geometry, runs_string, window_runs
+from celmask.tasks.core.types import Source
+from celmask.tasks.manifest.layout import EPISODE_TABLE_NAME, SUCCESS_NAME, shot_path
 from celmask.tasks.manifest.schema import (
     EPISODE_SCHEMA,
-    EPISODE_TABLE_NAME,
     LABELS,
     SCHEMA_VERSION,
     SHOT_SCHEMA,
-    SUCCESS_NAME,
+    Keyframe,
     ShotMeta,
     ShotSummary,
     read_episode_table,
-    shot_path,
 )
 from celmask.tasks.manifest.validate import check_shots
-from celmask.tasks.core.rle import Box, rle_geometry, runs_string, window_runs
-from celmask.tasks.segment.shot import SOURCES, ShotSegmentation
+from celmask.tasks.segment.shot import ShotSegmentation
 
 ROW_GROUP_ROWS = 4096
 """Rows per row group: about 1 MB at 1080p, so a reader filtering on frames skips
@@ -142,7 +141,7 @@ def _encode_drawing(inst: Instances, size: tuple[int, int], labels: tuple[str, .
         area, bbox = rle_geometry(runs, height)
         key = int(inst.data["keyframe_frame"][i])
         out.append(_Mask(
-            int(inst.track_id[i]), labels[int(inst.class_id[i])], float(inst.score[i]), SOURCES[int(inst.data["source"][i])],
+            int(inst.track_id[i]), labels[int(inst.class_id[i])], float(inst.score[i]), Source(int(inst.data["source"][i])).label,
             bool(inst.data["is_keyframe"][i]), key if key >= 0 else None, bbox, area, runs_string(runs, height, width),
         ))
     return out
@@ -169,6 +168,18 @@ def _rows(seg: ShotSegmentation, episode_id: str, labels: tuple[str, ...]) -> It
 def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
     columns = list(zip(*rows)) if rows else [[] for _ in schema]
     return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema)], schema=schema)
+
+
+def summarize(episode_id: str, seg: ShotSegmentation, *, rows: int, seconds: dict[str, float]) -> ShotSummary:
+    """The summary of a shot segmented into ``seg`` and written as ``rows`` rows."""
+    keyframes = tuple(
+        Keyframe(int(c.track_id), int(c.frame_index), round(float(c.total), 6),
+                 {k: round(float(v), 6) for k, v in sorted(c.components.items())})
+        for track_id in sorted(seg.keyframes) for c in seg.keyframes[track_id]
+    )
+    tracks = {int(t) for inst in seg.instances for t in inst.track_id}
+    return ShotSummary(episode_id, seg.shot, "ok", "", len(seg.frame_indices), len(seg.instances), rows, len(tracks),
+                       keyframes, {k: round(float(v), 4) for k, v in seconds.items()})
 
 
 def write_shot(
@@ -203,7 +214,7 @@ def write_shot(
                 group = []
         if group:
             writer.write_table(_table(group, schema))
-    return ShotSummary.of(episode_dir.name, seg, rows=meta.rows, seconds={**seg.seconds, "manifest": time.perf_counter() - start})
+    return summarize(episode_dir.name, seg, rows=meta.rows, seconds={**seg.seconds, "manifest": time.perf_counter() - start})
 
 
 # --------------------------------------------------------------------------- episode

@@ -1,6 +1,6 @@
 """``celmask export``: the mask manifest in the formats other tools read.
 
-Per episode, into ``TO/<episode_id>/<format>/`` (default ``OUT/<episode_id>/exports/<format>/``):
+Per episode, into ``TO/<episode_id>/<format>/`` (default ``OUT/<episode_id>/_exports/<format>/``):
 
 =========  =====================================================================
 png        ``shot_<NNNN>/track_<TTT>/<frame>.png``: a 1-bit mask (PIL mode "1") per
@@ -29,24 +29,17 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import secrets
-import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image
-
-from celmask.tasks.run.plan import recorded_video
+from celmask.tasks.core.atomic import staged_dir
 from celmask.tasks.core.errors import CelmaskError
-from celmask.tasks.outputs.coco import write_coco, write_ytvis
-from celmask.tasks.outputs.preview import write_previews
+from celmask.tasks.manifest.layout import SUCCESS_NAME, exports_dir, shot_path
 from celmask.tasks.manifest.read import (
     FRAME_NAME,
     MASK_CACHE,
@@ -55,11 +48,13 @@ from celmask.tasks.manifest.read import (
     iter_shots,
     shot_metas,
 )
-from celmask.tasks.manifest.schema import SUCCESS_NAME, episode_dirs, shot_path
+from celmask.tasks.manifest.schema import episode_dirs
+from celmask.tasks.outputs.coco import write_coco, write_ytvis
+from celmask.tasks.outputs.preview import write_previews
+from PIL import Image
 
 log = logging.getLogger("celmask.exports")
 
-EXPORTS_DIR = "exports"
 MASK_PNG_LEVEL = 6
 """zlib level of mask PNGs: flat images, a few kB each at any level."""
 CUTOUT_PNG_LEVEL = 1
@@ -202,32 +197,6 @@ class Exported:
     seconds: float
 
 
-@contextmanager
-def staged_dir(path: Path) -> Iterator[Path]:
-    """A hidden directory beside ``path`` to write into; when the block ends without an
-    exception it takes ``path``'s place (an earlier one is removed), otherwise it is
-    removed. Readers see the old directory or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = tmp.with_suffix(".old")
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def destination(episode_dir: Path, to: str | Path | None, fmt: str) -> Path:
-    """Where format ``fmt`` of an episode goes: ``to/<episode_id>/<fmt>``, or beside the
-    manifest in ``<episode_dir>/exports/<fmt>``."""
-    return (Path(to) / episode_dir.name if to is not None else episode_dir / EXPORTS_DIR) / fmt
-
-
 def export_episode(episode_dir: Path, fmt: str, dest: Path, video: str | Path | None = None) -> Exported:
     """Export one episode in format ``fmt`` into ``dest`` (replaced when complete)."""
     start = time.perf_counter()
@@ -240,9 +209,11 @@ def export_episode(episode_dir: Path, fmt: str, dest: Path, video: str | Path | 
 
 
 def export(out: str | Path, fmt: str, *, episode: str | None = None, to: str | Path | None = None,
-           video: str | Path | None = None) -> list[Exported]:
+           video: str | Path | None = None,
+           recorded_video: Callable[[Path], str | None] = lambda episode_dir: None) -> list[Exported]:
     """Export every episode of ``out`` (an output tree or one episode directory), or
-    only ``episode``, in format ``fmt``; see the module docstring."""
+    only ``episode``, in format ``fmt``; see the module docstring. Without ``video``,
+    an episode's pixels come from ``recorded_video(episode_dir)`` (the run's record)."""
     if fmt not in FORMATS:
         raise CelmaskError("--format", f"unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}")
     episodes = episode_dirs(out)
@@ -258,4 +229,4 @@ def export(out: str | Path, fmt: str, *, episode: str | None = None, to: str | P
     if missing and FORMATS[fmt].needs_video:
         raise CelmaskError("--video", f"--format {fmt} needs the source video's pixels and episode {missing[0]} has no "
                            "recorded video that is still there unchanged", "pass --video PATH")
-    return [export_episode(e, fmt, destination(e, to, fmt), videos[e]) for e in episodes]
+    return [export_episode(e, fmt, exports_dir(e, fmt, to), videos[e]) for e in episodes]

@@ -1,13 +1,13 @@
 """The visual QC report of an episode: a static page to look at rather than read.
 
-``<episode_dir>/report/index.html`` has one row per shot of the episode table: a
+``<episode_dir>/_report/index.html`` has one row per shot of the episode table: a
 contact sheet (the keyframes of its weakest tracks and frames sampled across the
 shot, masks drawn as in the previews), its frames and transition, track count, the
 score breakdown of every keyframe, the flags worth a look (:func:`shot_flags`), and
 a link to the shot's preview video when ``celmask export --format preview`` has
 written one. It opens from the file system (no server, no script; the "flagged
 only" switch is CSS), and stays light for a 300-shot episode: one small JPEG strip
-per shot in ``report/thumbs/``, loaded lazily, and a few kB of HTML per shot.
+per shot in ``_report/thumbs/``, loaded lazily, and a few kB of HTML per shot.
 
 Each shot's run leaves its contact sheet, made from the drawings it already had in
 memory (``_run/contact_NNNN.jpg``); the report copies those and decodes the source
@@ -29,28 +29,33 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
-
+from celmask.tasks.core.atomic import staged_dir
 from celmask.tasks.core.errors import CelmaskError
-from celmask.tasks.outputs.preview import KEY_COLOUR, draw_overlay, track_colour
-from celmask.tasks.core.atomic import write_atomic
-from celmask.tasks.run.plan import run_dir
-from celmask.tasks.manifest.read import Row, ShotRows, VideoFrames, iter_shots, read_shot_rows, shot_metas
-from celmask.tasks.outputs.exports import destination, staged_dir
-from celmask.tasks.segment.keyframes import COMPONENTS
-from celmask.tasks.manifest.schema import (
+from celmask.tasks.core.types import KEYFRAME_COMPONENTS, STILL_HEIGHT, still_size
+from celmask.tasks.manifest.layout import (
+    INDEX_NAME,
     SUCCESS_NAME,
+    THUMBS_DIR,
+    exports_dir,
+    report_dir,
+    sheet_path,
+)
+from celmask.tasks.manifest.read import (
+    Row,
+    ShotRows,
+    VideoFrames,
+    iter_shots,
+    shot_metas,
+)
+from celmask.tasks.manifest.schema import (
     Keyframe,
     ShotSummary,
     episode_dirs,
     read_episode_table,
-    shot_path,
 )
-from celmask.tasks.segment.shot import STILL_HEIGHT, ShotSegmentation, still_size
+from celmask.tasks.outputs.preview import KEY_COLOUR, draw_overlay, track_colour
+from PIL import Image
 
-REPORT_DIR = "report"
-THUMBS_DIR = "thumbs"
-INDEX_NAME = "index.html"
 SAMPLES = 4
 """Frames sampled evenly across a shot, first and last included."""
 KEY_TILES = 2
@@ -178,36 +183,10 @@ def contact_sheet(summary: ShotSummary, shot: ShotRows | None, frames: VideoFram
     return np.hstack([part for tile in tiles for part in (tile, gap)][:-1])
 
 
-class Stills:
-    """The frames of a shot just segmented, from its stills: contact sheets without
-    decoding the shot again."""
-
-    def __init__(self, seg: ShotSegmentation) -> None:
-        self.seg = seg
-        self.drawing_of = dict(zip(seg.frame_indices.tolist(), seg.drawing.tolist()))
-
-    def get(self, index: int) -> np.ndarray:
-        return self.seg.stills[self.drawing_of[index]]
-
-
-def _jpeg(sheet: np.ndarray) -> bytes:
+def jpeg(sheet: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(sheet).save(buffer, "JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()
-
-
-def sheet_path(episode_dir: str | Path, index: int) -> Path:
-    """Where a shot run leaves its contact sheet for the report and the UI."""
-    return run_dir(episode_dir) / f"contact_{index:04d}.jpg"
-
-
-def write_shot_sheet(episode_dir: str | Path, seg: ShotSegmentation, summary: ShotSummary) -> Path:
-    """The contact sheet of a shot just written, from its stills, saved beside its
-    summary (replaced atomically): the report copies it instead of decoding the shot."""
-    shot = read_shot_rows(shot_path(episode_dir, seg.shot.index))
-    path = sheet_path(episode_dir, seg.shot.index)
-    write_atomic(path, _jpeg(contact_sheet(summary, shot, Stills(seg), still_size(seg.source_size))))
-    return path
 
 
 # --------------------------------------------------------------------------- HTML
@@ -240,12 +219,12 @@ def _level(value: float) -> str:
 def _keyframe_table(keyframes: Sequence[Keyframe]) -> str:
     if not keyframes:
         return ""
-    head = "".join(f"<th>{SHORT.get(c, c)}</th>" for c in COMPONENTS)
+    head = "".join(f"<th>{SHORT.get(c, c)}</th>" for c in KEYFRAME_COMPONENTS)
     body = "".join(
         f'<tr><td><span class=swatch style="background:rgb{track_colour(k.track_id)}"></span>{k.track_id}</td>'
         f'<td>{k.frame_index}</td><td class={_level(k.score)}><b>{k.score:.2f}</b></td>'
         + "".join(f"<td class={_level(k.components[c])}>{k.components[c]:.2f}</td>" if c in k.components else "<td></td>"
-                  for c in COMPONENTS) + "</tr>"
+                  for c in KEYFRAME_COMPONENTS) + "</tr>"
         for k in keyframes
     )
     return f"<table class=kf><tr><th>track</th><th>frame</th><th>score</th>{head}</tr>{body}</table>"
@@ -292,13 +271,13 @@ def write_report(episode_dir: str | Path, video: str | Path | None = None) -> Pa
     metas = shot_metas(episode_dir)
     size = still_size(metas[0].source_size if metas else (STILL_HEIGHT, STILL_HEIGHT))  # no shot files: no contact sheets
     frames = VideoFrames(video, metas, size, deblock=False) if video is not None and metas else None
-    report_dir = episode_dir / REPORT_DIR
+    report = report_dir(episode_dir)
     shots = iter_shots(episode_dir)
     shot = next(shots, None)
     sections: list[str] = []
     flagged = 0
     try:
-        with staged_dir(report_dir) as tmp:
+        with staged_dir(report) as tmp:
             (tmp / THUMBS_DIR).mkdir()
             for summary in summaries:
                 index = summary.shot.index
@@ -316,13 +295,13 @@ def write_report(episode_dir: str | Path, video: str | Path | None = None) -> Pa
                         thumb = (name, *image.size)
                 elif this is not None or frames is not None:
                     sheet = contact_sheet(summary, this, frames, size)
-                    (tmp / name).write_bytes(_jpeg(sheet))
+                    (tmp / name).write_bytes(jpeg(sheet))
                     thumb = (name, sheet.shape[1], sheet.shape[0])
-                preview = destination(episode_dir, None, "preview") / f"shot_{index:04d}.mp4"
-                href = os.path.relpath(preview, report_dir) if preview.exists() else None
+                preview = exports_dir(episode_dir, "preview") / f"shot_{index:04d}.mp4"
+                href = os.path.relpath(preview, report) if preview.exists() else None
                 sections.append(_shot_html(summary, flags, thumb, href))
             (tmp / INDEX_NAME).write_text(_page(episode_dir, summaries, sections, flagged))
     finally:
         if frames is not None:
             frames.close()
-    return report_dir / INDEX_NAME
+    return report / INDEX_NAME

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from celmask.tasks.run.plan import EpisodePlan
 from celmask.tasks.core.errors import CelmaskError
-from celmask.tasks.manifest.schema import SUCCESS_NAME, ShotSummary
+from celmask.tasks.manifest.layout import SUCCESS_NAME
+from celmask.tasks.manifest.schema import ShotSummary
 from celmask.tasks.manifest.write import finalize_episode, write_episode_table
 from celmask.tasks.outputs.report import write_report
+from celmask.tasks.run.plan import EpisodePlan
 from celmask.tasks.run.shot import recorded_summaries
 
 

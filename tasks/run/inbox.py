@@ -22,17 +22,12 @@ from pathlib import Path
 
 from celmask.tasks.core.atomic import write_atomic
 from celmask.tasks.core.errors import CelmaskError
-from celmask.tasks.manifest.schema import SUCCESS_NAME
+from celmask.tasks.manifest.layout import SUCCESS_NAME, inbox_source_path
 from celmask.tasks.video import fingerprint
 
 VIDEO_SUFFIXES = frozenset(f".{s}" for s in "mp4 mkv mov avi webm m4v ts m2ts gif".split())
 """File suffixes taken as videos, compared lower-cased."""
 
-STAGING_NAME = "_inbox"
-"""``OUT/_inbox/``: where remote videos are copied before they are segmented."""
-SOURCE_NAME = "_run/inbox_source.json"
-"""``OUT/<episode_id>/_run/inbox_source.json``: the remote file a complete episode was
-made from, and its version then."""
 VERSION_KEYS = ("ETag", "etag", "md5Hash", "LastModified", "updated", "mtime", "created")
 """Listing fields that change when a remote file is replaced (s3fs, gcsfs, others), the
 first one present is used."""
@@ -71,10 +66,6 @@ def is_url(location: str | os.PathLike) -> bool:
 
 def _local(location: str) -> Path:
     return Path(location.removeprefix("file://")).expanduser()
-
-
-def staging_dir(out: str | Path) -> Path:
-    return Path(out) / STAGING_NAME
 
 
 def _wanted(name: str) -> bool:
@@ -129,7 +120,7 @@ def _done(source: str, version: str, episode_dir: Path) -> tuple[bool, str]:
         return False, f"{SUCCESS_NAME} unreadable"
     if is_url(source):
         try:
-            made_from = json.loads((episode_dir / SOURCE_NAME).read_text()).get("version")
+            made_from = json.loads(inbox_source_path(episode_dir).read_text()).get("version")
         except (OSError, ValueError, AttributeError):
             return True, f"{SUCCESS_NAME} present (remote file, no version recorded)"
         if made_from != version:
@@ -199,6 +190,6 @@ def fetch(item: InboxItem, staging: str | Path) -> Path:
 def record_source(item: InboxItem, out: str | Path) -> None:
     """Note which version of a remote video ``OUT/<episode_id>/`` was made from, so a
     file replaced in the inbox is run again (local files carry their fingerprint)."""
-    record = Path(out) / item.episode_id / SOURCE_NAME
+    record = inbox_source_path(Path(out) / item.episode_id)
     record.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(record, json.dumps({"source": item.source, "version": item.version}).encode())

@@ -22,12 +22,11 @@ from typing import Any
 
 from celmask.tasks.core.atomic import write_atomic
 from celmask.tasks.core.errors import CelmaskError
-from celmask.tasks.shots.detect import ShotConfig, detect_shots
 from celmask.tasks.core.types import Shot
+from celmask.tasks.manifest.layout import PLAN_NAME, RUN_DIR, plan_path
+from celmask.tasks.shots.detect import ShotConfig, detect_shots
 from celmask.tasks.video import VideoInfo, fingerprint, probe
 
-RUN_DIR = "_run"
-PLAN_NAME = "plan.json"
 PLAN_VERSION = 1
 
 
@@ -77,14 +76,6 @@ class EpisodePlan:
             raise CelmaskError(f"shot {index}", f"episode {self.episode_id} has shots 0..{len(self.shots) - 1}",
                                "pick a shot from the episode table or the report")
         return self.shots[index]
-
-
-def run_dir(episode_dir: str | Path) -> Path:
-    return Path(episode_dir) / RUN_DIR
-
-
-def plan_path(episode_dir: str | Path) -> Path:
-    return run_dir(episode_dir) / PLAN_NAME
 
 
 def load_plan(episode_dir: str | Path) -> EpisodePlan:

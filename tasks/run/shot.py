@@ -20,13 +20,13 @@ from typing import Any
 
 from celmask.tasks.core.atomic import write_atomic
 from celmask.tasks.core.config import apply, config_hash
-from celmask.tasks.run.plan import run_dir
 from celmask.tasks.core.errors import CelmaskError, TransientError
-from celmask.tasks.manifest.schema import ShotSummary, read_shot_meta, shot_path
-from celmask.tasks.segment.shot import segment_shot
+from celmask.tasks.core.types import Shot
+from celmask.tasks.manifest.layout import shot_path, summary_path
+from celmask.tasks.manifest.schema import ShotSummary, read_shot_meta
 from celmask.tasks.segment.config import SegmentConfig
 from celmask.tasks.segment.model_sets import lend_models
-from celmask.tasks.core.types import Shot
+from celmask.tasks.segment.shot import segment_shot
 from celmask.tasks.video import probe
 
 
@@ -78,10 +78,6 @@ class Faults:
                        f"{self.attempts} that fail)", "this is a rehearsal: retry the shot")
 
 
-def summary_path(episode_dir: str | Path, index: int) -> Path:
-    return run_dir(episode_dir) / f"shot_{index:04d}.json"
-
-
 def read_summary(episode_dir: str | Path, shot: Shot) -> ShotSummary | None:
     """The recorded summary of ``shot`` (ok or failed), or None when there is none or it
     belongs to another shot range."""
@@ -123,8 +119,9 @@ def run_shot(video: str | Path, shot: Shot, episode_dir: str | Path, settings: d
     ``attempt``. Leaves the shot's contact sheet beside its summary. A failure records
     a failed summary, removes the shot's older file and sheet (they would pass for this
     run's) and re-raises."""
+    from celmask.tasks.manifest.layout import sheet_path
     from celmask.tasks.manifest.write import write_shot
-    from celmask.tasks.outputs.report import sheet_path, write_shot_sheet
+    from celmask.tasks.run.sheets import write_shot_sheet
 
     episode_dir = Path(episode_dir)
     config = apply(SegmentConfig(), settings, where="config")

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-
 from celmask.tasks.core.instances import Instances
 from celmask.tasks.core.masks import mask_centre, mask_iou, shift_mask
+from celmask.tasks.core.types import KEYFRAME_COMPONENTS
 
-COMPONENTS = ("confidence", "quality", "size", "completeness", "sharpness", "agreement", "position")
+COMPONENTS = KEYFRAME_COMPONENTS
 
 
 @dataclass(frozen=True)

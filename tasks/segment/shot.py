@@ -18,29 +18,24 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
-
-from celmask.tasks.shots.holds import HoldConfig, block_change
 from celmask.tasks.core.instances import Instances
-from celmask.tasks.segment.keyframes import Candidate, KeyframeConfig, score_candidates
-from celmask.tasks.segment.propagate import PropagationConfig, propagate_track
+from celmask.tasks.core.types import Shot, Source, still_size
 from celmask.tasks.segment.config import SegmentConfig
+from celmask.tasks.segment.keyframes import Candidate, KeyframeConfig, score_candidates
 from celmask.tasks.segment.model_sets import Models, lend_models
+from celmask.tasks.segment.propagate import PropagationConfig, propagate_track
 from celmask.tasks.segment.tracks import assign_tracks
-from celmask.tasks.core.types import Shot
+from celmask.tasks.shots.holds import HoldConfig, block_change
 from celmask.tasks.video import Frame, iter_frames, output_size, probe
 
-STILL_HEIGHT = 108
-"""Pixels: contact-sheet tiles (report, UI); big enough to see a mask slip off a
-character, small enough for 300 shots."""
 HOLD_ANALYSIS_WIDTH = 160
 """Width at which held frames are found, as in shot detection (tasks/shots/holds.py)."""
 
-SOURCES = ("detected", "propagated", "refined")
 
 
 @dataclass
@@ -56,7 +51,7 @@ class ShotSegmentation:
     """(n,) int64: the unique drawing each frame shows (index into ``instances``)."""
     instances: list[Instances]
     """One per unique drawing, at working resolution, with ``track_id`` and ``data``
-    ``source`` (index into SOURCES), ``is_keyframe``, ``keyframe_frame`` (the frame
+    ``source`` (a :class:`~celmask.tasks.core.types.Source` code), ``is_keyframe``, ``keyframe_frame`` (the frame
     its mask was propagated from; -1 without propagation)."""
     work_size: tuple[int, int]
     """(height, width) the masks are at."""
@@ -82,11 +77,6 @@ class ShotSegmentation:
         """(frame index, time, instances) for every frame of the shot, in order."""
         for index, t, d in zip(self.frame_indices, self.times, self.drawing):
             yield int(index), float(t), self.instances[d]
-
-
-def still_size(size: tuple[int, int], height: int = STILL_HEIGHT) -> tuple[int, int]:
-    """(width, height) of a still ``height`` pixels tall of frames of (height, width) ``size``."""
-    return max(2, round(height * size[1] / size[0])), height
 
 
 def work_size(source: tuple[int, int], long_side: int) -> tuple[int, int]:
@@ -120,7 +110,7 @@ def unique_drawings(
 
 
 def _with_provenance(inst: Instances, source: np.ndarray, keyframe_frame: np.ndarray, is_key: np.ndarray) -> Instances:
-    """``inst`` labelled with where each mask came from (``source``: indices into SOURCES)."""
+    """``inst`` labelled with where each mask came from (``source``: :class:`~celmask.tasks.core.types.Source` codes)."""
     data = dict(inst.data)
     data.update(
         source=np.asarray(source, np.int8),
@@ -189,7 +179,7 @@ def segment_shot(
         per_drawing = []
         for inst in tracked:
             no_key = np.full(len(inst), -1, np.int64)
-            detected = np.full(len(inst), SOURCES.index("detected"))
+            detected = np.full(len(inst), Source.DETECTED)
             per_drawing.append(_with_provenance(inst, detected, no_key, np.zeros(len(inst), bool)))
     else:
         report("propagate")
@@ -201,7 +191,7 @@ def segment_shot(
         refined = models.refiner.refine(images, per_drawing)
         per_drawing = [
             Instances(r.mask, r.xyxy, r.score, r.class_id, r.track_id,
-                      {**r.data, "source": np.where(r.data["refined"], SOURCES.index("refined"), r.data["source"]).astype(np.int8)})
+                      {**r.data, "source": np.where(r.data["refined"], Source.REFINED, r.data["source"]).astype(np.int8)})
             for r in refined
         ]
         lap("refine")
@@ -268,6 +258,6 @@ def _propagate(
         )
         is_key = np.array([r.key == step and any(c.step == step for c in keyframes[r.track_id]) for r in step_rows], bool)
         keyframe_frame = np.array([frame_of[r.key] for r in step_rows], np.int64)
-        source = np.array([SOURCES.index("detected" if r.detected else "propagated") for r in step_rows])
+        source = np.array([Source.DETECTED if r.detected else Source.PROPAGATED for r in step_rows])
         out.append(_with_provenance(inst, source, keyframe_frame, is_key))
     return out

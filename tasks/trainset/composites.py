@@ -52,7 +52,6 @@ one at a time (never all in memory); same arguments give the same bytes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -64,10 +63,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from celmask.tasks.core.errors import CelmaskError
-from celmask.tasks.trainset.realart import Background, Cutout, by_split, load_backgrounds, load_cutouts
-from celmask.tasks.synth.backgrounds import SET_KINDS, camera_matrix, paint_set, random_set
+from celmask.tasks.synth.backgrounds import (
+    SET_KINDS,
+    camera_matrix,
+    paint_set,
+    random_set,
+)
 from celmask.tasks.synth.characters import (
     Pose,
     gesture_poses,
@@ -83,6 +85,13 @@ from celmask.tasks.synth.render import render_frames
 from celmask.tasks.synth.seeding import child_rng
 from celmask.tasks.synth.sprites import draw_character
 from celmask.tasks.synth.timeline import layers_at, plan_episode
+from celmask.tasks.trainset.realart import (
+    Background,
+    Cutout,
+    by_split,
+    load_backgrounds,
+    load_cutouts,
+)
 
 IMAGE_SIZE = (640, 360)
 """(width, height) of every image: the product's working resolution."""

@@ -17,14 +17,20 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from celmask.tasks.manifest.layout import SUCCESS_NAME
+from celmask.tasks.manifest.schema import read_episode_table, shot_files
 
-from celmask.tasks.manifest.schema import SUCCESS_NAME, read_episode_table, shot_files
-from tests.support.prefect_server import PREFECT, running_server, server_env, stop_process_group
+from tests.support.prefect_server import (
+    PREFECT,
+    running_server,
+    server_env,
+    stop_process_group,
+)
 
 pytestmark = pytest.mark.slow
 
 CELMASK = str(Path(sys.executable).with_name("celmask"))
-API = str(Path(__file__).with_name("prefect_api.py"))
+API = str(Path(__file__).parents[1] / "support" / "prefect_api.py")
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = {"work_size": 480}
 """Smaller working frames keep the test quick; both runs use the same."""

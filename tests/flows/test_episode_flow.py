@@ -119,7 +119,7 @@ def clean(env, video, tmp_path_factory) -> Run:
 def test_run_writes_every_shot_the_table_success_and_report(clean, env):
     clean.check(0)
     episode = clean.episode
-    report = episode / "report" / "index.html"
+    report = episode / "_report" / "index.html"
     lines = clean.done.stdout.strip().splitlines()
     assert str(report) in lines[0]  # where to look, before any work
     assert lines[-1] == f"report: {report}"
@@ -208,7 +208,7 @@ def test_failed_shot_then_rerun_gives_the_clean_run_bytes(clean, env, video, tmp
     table = read_episode_table(episode)
     assert [s.status for s in table] == ["ok" if i != 1 else "failed" for i in shots]
     assert "injected failure" in table[1].error
-    assert (episode / "report" / "index.html").is_file()
+    assert (episode / "_report" / "index.html").is_file()
 
     finalize = celmask(env, "finalize", episode)  # no Prefect: reads the episode back
     assert finalize.done.returncode == 1, finalize.done.stderr
@@ -248,7 +248,7 @@ def test_finalize_after_the_source_video_was_replaced_draws_on_grey(clean, video
     finalize = celmask({**os.environ}, "finalize", episode)
     assert finalize.done.returncode == 0, finalize.done.stderr
     assert "3 of 3 shots good; _SUCCESS.json written" in finalize.done.stdout
-    assert (episode / "report" / "index.html").is_file()
+    assert (episode / "_report" / "index.html").is_file()
 
 
 # --------------------------------------------------------------------------- bad input
@@ -357,7 +357,7 @@ def test_is_transient():
 def test_demo_runs_the_whole_pipeline_and_opens_with_the_report(env, tmp_path):
     """The README's first command: generate, segment end to end, say where the report is."""
     done = celmask(env, "demo", "--out", tmp_path / "demo", "--duration", "6", "--seed", "3").check().done
-    report = tmp_path / "demo" / "manifest" / "demo" / "report" / "index.html"
+    report = tmp_path / "demo" / "manifest" / "demo" / "_report" / "index.html"
     assert done.stdout.splitlines()[0] == f"==> the QC report will be {report}"
     assert report.is_file() and (report.parents[1] / "_SUCCESS.json").is_file()
     score = next(line for line in done.stdout.splitlines() if "masks J&F" in line)

@@ -11,10 +11,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from celmask.tasks.core.errors import CelmaskError, ShotsFailed
-from celmask.tasks.run.inbox import STAGING_NAME, fetch, find_episodes, record_source
-from celmask.tasks.manifest.schema import SUCCESS_NAME
+from celmask.tasks.manifest.layout import STAGING_NAME, SUCCESS_NAME
+from celmask.tasks.run.inbox import fetch, find_episodes, record_source
 from celmask.tasks.video import fingerprint
 
 
@@ -147,12 +146,11 @@ def table_artifact(key: str) -> list[dict]:
 @pytest.mark.slow
 def test_nightly_completes_the_good_episode_fails_the_corrupt_one_and_skips_done_ones(
         prefect_api, tmp_path, capsys, monkeypatch):
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
     from celmask.flows.cli import main
     from celmask.flows.embedded import QUIET_DEFAULTS
     from celmask.flows.nightly import nightly
     from celmask.tasks.synth import generate_episode
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     generate_episode(tmp_path / "gen", seed=5, duration=4)
     inbox, out = tmp_path / "inbox", tmp_path / "out"

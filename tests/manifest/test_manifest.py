@@ -19,17 +19,24 @@ from pycocotools import mask as mask_util
 from celmask.flows.cli import main as celmask
 from celmask.tasks.core.config import load_config
 from celmask.tasks.core.errors import CelmaskError
+from celmask.tasks.core.rle import (
+    decode_mask,
+    rle_counts,
+    rle_geometry,
+    runs_string,
+    window_runs,
+)
+from celmask.tasks.core.types import Shot, Source
+from celmask.tasks.manifest.layout import SUCCESS_NAME, shot_path
 from celmask.tasks.manifest.schema import (
     SCHEMA_VERSION,
     SHOT_SCHEMA,
-    SUCCESS_NAME,
     ShotSummary,
     dataset,
     iter_masks,
     read_episode_table,
     read_shot_meta,
     shot_files,
-    shot_path,
 )
 from celmask.tasks.manifest.validate import validate
 from celmask.tasks.manifest.write import (
@@ -38,13 +45,11 @@ from celmask.tasks.manifest.write import (
     write_episode_table,
     write_shot,
 )
-from celmask.tasks.core.rle import decode_mask, rle_counts, rle_geometry, runs_string, window_runs
-from celmask.tasks.segment.shot import SOURCES, segment_shot
 from celmask.tasks.segment.config import SegmentConfig
 from celmask.tasks.segment.model_sets import build_models
+from celmask.tasks.segment.shot import segment_shot
 from celmask.tasks.synth import generate_episode, load_truth
 from celmask.tasks.synth.unstable import UnstableConfig, write_unstable_detections
-from celmask.tasks.core.types import Shot
 from celmask.tasks.video import probe
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.mask")  # numpy 2 vs pycocotools
@@ -118,7 +123,7 @@ def test_masks_come_back_exactly_with_every_column(segmented, written):
                 x, y, w, h = cv2.boundingRect(expected.astype(np.uint8))
                 assert row["bbox"] == [x, y, w, h] and row["area"] == expected.sum()
                 assert row["pts_time"] == t and row["score"] == pytest.approx(float(inst.score[i]))
-                assert row["source"] == SOURCES[inst.data["source"][i]] and row["label"] == "character"
+                assert row["source"] == Source(int(inst.data["source"][i])).label and row["label"] == "character"
                 key = int(inst.data["keyframe_frame"][i])
                 assert row["keyframe_frame"] == key and row["keyframe_distance"] == abs(frame - key)
                 assert row["is_keyframe"] == (bool(inst.data["is_keyframe"][i]) and frame == key)

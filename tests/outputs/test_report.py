@@ -19,20 +19,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from celmask.flows.cli import main as celmask
+from celmask.tasks.manifest.layout import EPISODE_TABLE_NAME, SUCCESS_NAME
+from celmask.tasks.manifest.read import iter_shots
+from celmask.tasks.manifest.schema import Keyframe, ShotSummary, read_episode_table
+from celmask.tasks.manifest.write import write_episode_table
+from celmask.tasks.outputs.exports import export
+from celmask.tasks.outputs.report import LOW_SCORE, shot_flags, write_report
 from PIL import Image
 
-from celmask.flows.cli import main as celmask
-from celmask.tasks.manifest.read import iter_shots
-from celmask.tasks.outputs.exports import export
-from celmask.tasks.manifest.schema import (
-    EPISODE_TABLE_NAME,
-    SUCCESS_NAME,
-    Keyframe,
-    ShotSummary,
-    read_episode_table,
-)
-from celmask.tasks.manifest.write import write_episode_table
-from celmask.tasks.outputs.report import LOW_SCORE, shot_flags, write_report
 from tests.outputs.test_exports import build_episode
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"))), None)
@@ -99,16 +94,16 @@ def test_report_without_video_shows_failed_shots_and_is_deterministic(copy, caps
     write_episode_table(copy, [summaries[0], ShotSummary.failed("ep7", summaries[1].shot, "CUDA <out> of memory")])
     (copy / "shots" / "shot_0001.parquet").unlink()
     index = write_report(copy)
-    assert index == copy / "report" / "index.html"
+    assert index == copy / "_report" / "index.html"
     page = index.read_text()
     assert page.count('<section id="shot-') == 2 and page.count("<img ") == 1  # no video, no file: nothing to show for shot 1
     assert "failed: CUDA &lt;out&gt; of memory" in page and "<b>not complete</b>" not in page
-    assert sorted(p.name for p in (copy / "report" / "thumbs").iterdir()) == ["shot_0000.jpg"]
-    before = {p.name: p.read_bytes() for p in (copy / "report").rglob("*") if p.is_file()}
+    assert sorted(p.name for p in (copy / "_report" / "thumbs").iterdir()) == ["shot_0000.jpg"]
+    before = {p.name: p.read_bytes() for p in (copy / "_report").rglob("*") if p.is_file()}
     assert celmask(["report", str(copy)]) == 0
     assert capsys.readouterr().out == f"{index}\n"
-    assert {p.name: p.read_bytes() for p in (copy / "report").rglob("*") if p.is_file()} == before
-    assert sorted(p.name for p in copy.iterdir()) == sorted([SUCCESS_NAME, EPISODE_TABLE_NAME, "report", "shots"])  # nothing else touched
+    assert {p.name: p.read_bytes() for p in (copy / "_report").rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in copy.iterdir()) == sorted([SUCCESS_NAME, EPISODE_TABLE_NAME, "_report", "shots"])  # nothing else touched
 
 
 def test_report_command_errors(episode, capsys):

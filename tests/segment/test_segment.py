@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 
 from celmask.tasks.core.config import load_config
+from celmask.tasks.core.types import Shot, Source
 from celmask.tasks.eval.masks import score_shot
-from celmask.tasks.segment.shot import SOURCES, segment_shot
-from celmask.tasks.segment.config import SegmentConfig
 from celmask.tasks.eval.segment import predicted_frames
 from celmask.tasks.segment import model_sets as segment_models
+from celmask.tasks.segment.config import SegmentConfig
 from celmask.tasks.segment.model_sets import build_models, lend_models
+from celmask.tasks.segment.shot import segment_shot
 from celmask.tasks.synth import generate_episode, iter_truth_masks, load_truth
 from celmask.tasks.synth.unstable import UnstableConfig, write_unstable_detections
-from celmask.tasks.core.types import Shot
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_held_frames_share_their_drawing_and_stages_switched_off_leave_no_trace(
     by_frame = [inst for _, _, inst in result.frames()]
     assert any(a is b for a, b in zip(by_frame, by_frame[1:]))  # a hold reuses the same object
     for inst in result.instances:
-        assert set(inst.data["source"].tolist()) <= {SOURCES.index("detected")}
+        assert set(inst.data["source"].tolist()) <= {Source.DETECTED}
         assert not inst.data["is_keyframe"].any()
     every = segment_shot(episode / "episode.mp4", shot, config(episode, "propagator=none", "refiner=none", "hold_reuse=false"))
     assert every.model_calls_saved == 0 and len(every.instances) == len(every.frame_indices)
@@ -90,7 +90,7 @@ def test_propagation_records_keyframes_and_sources(episode):
         for tid, key in zip(inst.track_id, inst.data["keyframe_frame"]):
             # from a keyframe, or the drawing's own detection where propagation is not trusted
             assert (int(tid), int(key)) in keys or int(key) == first_frame[step]
-        assert set(inst.data["source"].tolist()) <= set(range(len(SOURCES)))
+        assert set(inst.data["source"].tolist()) <= set(Source)
     assert sum(int(inst.data["is_keyframe"].sum()) for inst in result.instances) == len(keys)
 
 

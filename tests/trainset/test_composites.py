@@ -14,7 +14,6 @@ import pytest
 from celmask.tasks.trainset import composites as cp
 from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.synth import plan_episode, render_frames
-from celmask.tasks.synth.seeding import child_rng
 
 W, H = cp.IMAGE_SIZE
 
