@@ -3,7 +3,7 @@
 For every generated episode of the suite (seeds no test or training image came
 from), two per-frame detectors feed the same pipeline:
 
-- ``builtin``: celmask's detector (models/weights/detector.pt);
+- ``builtin``: celmask's detector (models/trained/detector.pt);
 - ``unstable``: the truth, deliberately damaged per drawing (misses, eroded /
   dilated / chopped masks, false positives, confidence that follows quality only
   loosely; tasks/synth/unstable.py), read through ``detector=file``;

@@ -306,13 +306,13 @@ def run_episode(video: str | Path, out: str | Path, config, *, episode_id: str |
         plan_episode(video, Path(out) / episode_id_of(video, episode_id), settings)
 
     with local_prefect(meanwhile, server):
-        from celmask.flows.episode import episode
+        from celmask.flows.episode import episode_flow
 
         with tqdm(total=0, unit="shot", desc="shots", disable=not show, file=sys.stderr,
                   bar_format="{desc} {n}/{total} |{bar}| {elapsed} {postfix}", dynamic_ncols=True, leave=False) as bar:
             token = listener.set(_progress_listener(bar, lines=progress is None))
             try:
-                return episode(str(video), str(out), settings, episode_id=episode_id, workers=workers, faults=faults)
+                return episode_flow(str(video), str(out), settings, episode_id=episode_id, workers=workers, faults=faults)
             finally:
                 listener.reset(token)
 
@@ -374,9 +374,9 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     shot = plan.shot(args.shot)
     config = apply(apply(SegmentConfig(), plan.config, where="plan"), parse_overrides(args.set or []))
     with local_prefect():
-        from celmask.flows.episode import segment_shot
+        from celmask.flows.episode import segment_shot_flow
 
-        segment_shot(plan.video, shot.to_dict(), str(episode_dir.parent), changed(config, SegmentConfig()),
+        segment_shot_flow(plan.video, shot.to_dict(), str(episode_dir.parent), changed(config, SegmentConfig()),
                      episode_id=episode_dir.name, force=True)
     return _finish_report(finish_episode(episode_dir, plan))
 
@@ -418,11 +418,11 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         print(f"{row['episode']}: {row['status']}" + (f": {row['error']}" if row["error"] else ""), flush=True)
 
     with local_prefect():
-        from celmask.flows.nightly import listener, nightly
+        from celmask.flows.nightly import listener, nightly_flow
 
         token = listener.set(show)
         try:
-            result = nightly(args.inbox, str(args.out), changed(config, SegmentConfig()), workers=args.workers)
+            result = nightly_flow(args.inbox, str(args.out), changed(config, SegmentConfig()), workers=args.workers)
         finally:
             listener.reset(token)
     print(f"{len(result['complete'])} complete, {len(result['skipped'])} done before, none failed")
@@ -463,10 +463,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     backgrounds = resolve_art(args.backgrounds, DEFAULT_BACKGROUNDS)
     ultralytics_offline()
     from celmask.flows.embedded import local_prefect
-    from celmask.flows.train import train
+    from celmask.flows.train import train_flow
 
     with local_prefect():
-        metrics = train(
+        metrics = train_flow(
             str(args.out),
             images=args.images,
             val_images=args.val_images,

@@ -145,7 +145,7 @@ def _shot_run_name() -> str:
 
 
 @flow(name="segment-shot", flow_run_name=_shot_run_name)
-def segment_shot(video: str, shot: dict[str, Any], out: str, config: dict[str, Any] | None = None,
+def segment_shot_flow(video: str, shot: dict[str, Any], out: str, config: dict[str, Any] | None = None,
                  episode_id: str | None = None, faults: dict[str, Any] | None = None,
                  gpu_limit: str | None = None, force: bool = False) -> dict[str, Any]:
     """Segment ``shot`` (a shot of the episode's plan, as a dict) of ``video`` into
@@ -280,7 +280,7 @@ def _shots_table(result: EpisodeResult) -> list[dict[str, Any]]:
 
 
 @flow(name="episode", flow_run_name=_episode_run_name)
-def episode(video: str, out: str, config: dict[str, Any] | None = None, episode_id: str | None = None,
+def episode_flow(video: str, out: str, config: dict[str, Any] | None = None, episode_id: str | None = None,
             workers: int = 2, shot_deployment: str | None = None, gpu_limit: str | None = None,
             faults: dict[str, Any] | None = None) -> dict[str, Any]:
     """Segment every shot of ``video`` into ``OUT/<episode_id>/`` (episode id: the file's

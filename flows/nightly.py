@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from celmask.flows.episode import artifact_slug, check_settings, episode
+from celmask.flows.episode import artifact_slug, check_settings, episode_flow
 from celmask.tasks.core.errors import CelmaskError, ShotsFailed
 from celmask.tasks.manifest.layout import staging_dir
 from celmask.tasks.run.inbox import InboxItem, fetch, find_episodes, record_source
@@ -69,7 +69,7 @@ def _run_one(item: InboxItem, out: str, config: dict[str, Any], workers: int, sh
         video = fetch_task(item, staging_dir(out)) if item.remote else fetch(item, staging_dir(out))
     except CelmaskError as error:
         return str(error)
-    state = episode(str(video), out, config, episode_id=item.episode_id, workers=workers,
+    state = episode_flow(str(video), out, config, episode_id=item.episode_id, workers=workers,
                     shot_deployment=shot_deployment, gpu_limit=gpu_limit, return_state=True)
     if not state.is_completed():
         return _error_text(state)  # a remote video's copy stays for the shots run again
@@ -80,7 +80,7 @@ def _run_one(item: InboxItem, out: str, config: dict[str, Any], workers: int, sh
 
 
 @flow(name="nightly", flow_run_name=_nightly_run_name)
-def nightly(inbox: str, out: str, config: dict[str, Any] | None = None, workers: int = 2,
+def nightly_flow(inbox: str, out: str, config: dict[str, Any] | None = None, workers: int = 2,
             shot_deployment: str | None = None, gpu_limit: str | None = None) -> dict[str, Any]:
     """Segment every video in ``inbox`` (a folder or an fsspec URL) not yet complete in
     ``OUT/<episode_id>/``, each as an ``episode`` subflow run with ``config``, ``workers``,

@@ -39,7 +39,7 @@ evaluate_task = task(evaluate_detector, name="evaluate", task_run_name="evaluate
 
 
 @flow(name="train")
-def train(
+def train_flow(
     out: str,
     *,
     images: int = 600,

@@ -23,6 +23,14 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def manifest_episode(tmp_path_factory):
+    """The small segmented episode of tests/support/episodes.py, built once per session."""
+    from tests.support.episodes import build_manifest_episode
+
+    return build_manifest_episode(tmp_path_factory.mktemp("manifest-episode"))
+
+
+@pytest.fixture(scope="session")
 def clip(tmp_path_factory):
     """``clip(name)``: path of a small test clip (tests/support/clips.py), built on first use."""
     from tests.support import clips

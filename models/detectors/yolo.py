@@ -9,7 +9,7 @@ per frame, masks at the frame's own resolution. Two backends:
   deliberately perturbed ones for benchmarks), read from one Parquet file with the
   manifest's columns ``frame_index, label, score, height, width, mask_rle``.
 
-    detector = YoloDetector(YoloConfig(weights="models/weights/detector.pt"))
+    detector = YoloDetector(YoloConfig(weights="models/trained/detector.pt"))
     instances = detector.detect(frames)        # frames: list[celmask.tasks.core.types.Frame]
 """
 

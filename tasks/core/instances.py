@@ -1,8 +1,9 @@
 """Character instances of one frame: the container every segmentation stage speaks.
 
 Column-oriented like supervision's ``Detections``: one row per instance, every
-field an array whose first axis is the row. Masks are at the frame's source
-resolution and boxes are in its pixel coordinates, so no stage has to guess the
+field an array whose first axis is the row. Masks and boxes are in the pixels of the
+frames they were found on: the shot's working size inside the pipeline (the manifest
+writer scales them to the source resolution), so no stage has to guess the
 coordinate space. Indexing returns the same type, so filters read naturally::
 
     inst = Instances.from_masks(masks, score=np.array([0.9, 0.3]))
@@ -28,9 +29,9 @@ class Instances:
     """Instances of one frame of size (height, width)."""
 
     mask: np.ndarray
-    """(n, H, W) bool: each instance's visible pixels, at source resolution."""
+    """(n, H, W) bool: each instance's visible pixels, at the frames' resolution."""
     xyxy: np.ndarray
-    """(n, 4) float32: box (x0, y0, x1, y1) in source pixels, x1/y1 exclusive."""
+    """(n, 4) float32: box (x0, y0, x1, y1) in the frames' pixels, x1/y1 exclusive."""
     score: np.ndarray
     """(n,) float32 confidence, 0-1."""
     class_id: np.ndarray

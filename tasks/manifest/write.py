@@ -6,7 +6,7 @@ upscaled to the video's size and encoded once, and its held frames repeat the
 strings, so the cost follows the drawings, not the frames, and memory holds one row
 group. The file is written under a hidden temporary name and renamed when complete
 (:mod:`celmask.tasks.core.atomic`); the same input gives the same bytes (pinned writer options, no
-clock in the file). :func:`write_episode_table` and :func:`finalize_episode` close an
+clock in the file). :func:`write_episode_table` and :func:`write_success` close an
 episode. The layout and schemas are in :mod:`celmask.tasks.manifest.schema`.
 """
 
@@ -236,7 +236,7 @@ def write_episode_table(episode_dir: str | Path, shots_info: Iterable[ShotSummar
     return path
 
 
-def finalize_episode(episode_dir: str | Path, expected_shots: int) -> dict[str, Any]:
+def write_success(episode_dir: str | Path, expected_shots: int) -> dict[str, Any]:
     """Check that shots 0..``expected_shots``-1 are all written and valid, then write
     ``_SUCCESS.json`` (returned): counts, per-stage seconds from the episode table when
     there is one, versions. Otherwise remove a stale ``_SUCCESS.json`` and raise."""

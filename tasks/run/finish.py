@@ -16,7 +16,7 @@ from typing import Any
 from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.manifest.layout import SUCCESS_NAME
 from celmask.tasks.manifest.schema import ShotSummary
-from celmask.tasks.manifest.write import finalize_episode, write_episode_table
+from celmask.tasks.manifest.write import write_success, write_episode_table
 from celmask.tasks.outputs.report import write_report
 from celmask.tasks.run.plan import EpisodePlan
 from celmask.tasks.run.shot import recorded_summaries
@@ -51,7 +51,7 @@ def finish_episode(episode_dir: str | Path, plan: EpisodePlan) -> EpisodeResult:
         problem = f"shots {failed} failed"
     else:
         try:
-            success = finalize_episode(episode_dir, len(plan.shots))
+            success = write_success(episode_dir, len(plan.shots))
         except CelmaskError as error:
             problem = error.problem
     report = write_report(episode_dir, plan.unchanged_video)

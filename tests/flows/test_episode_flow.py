@@ -146,6 +146,30 @@ def test_run_writes_every_shot_the_table_success_and_report(clean, env):
 
 
 @pytest.mark.slow
+def test_a_real_output_tree_reads_as_one_table_in_pyarrow_pandas_polars_and_duckdb(clean, env, tmp_path):
+    """What the README promises, on a real run's tree with its report and an export in it."""
+    import duckdb
+    import pandas as pd
+    import polars as pl
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    clean.check(0)
+    tree = tmp_path / "out"
+    shutil.copytree(clean.out, tree)
+    assert celmask(env, "export", tree, "--format", "palette").done.returncode == 0
+    episode = tree / EPISODE
+    assert (episode / "_report" / "index.html").is_file() and any((episode / "_exports" / "palette").iterdir())
+    rows = sum(s.rows for s in read_episode_table(episode))
+    assert pq.read_table(tree).num_rows == rows
+    assert len(pd.read_parquet(tree)) == rows
+    assert pl.scan_pyarrow_dataset(ds.dataset(tree)).select(pl.len()).collect().item() == rows
+    assert pl.read_parquet(tree / "*" / "shots" / "*.parquet").height == rows
+    assert duckdb.sql(f"select count(*) from read_parquet('{tree}/*/shots/*.parquet')").fetchone()[0] == rows
+    assert set(pd.read_parquet(tree)["episode_id"]) == {EPISODE}
+
+
+@pytest.mark.slow
 def test_second_identical_run_does_no_model_work(clean, env, video):
     clean.check(0)
     before = snapshot(clean.episode)
@@ -329,7 +353,7 @@ def test_faults_from_dict_and_check():
 
 
 def test_an_injected_crash_ends_the_process_and_only_deployed_runs_take_it():
-    from celmask.flows.episode import episode
+    from celmask.flows.episode import episode_flow
     from celmask.tasks.run.shot import CRASH_STATUS
 
     assert Faults.from_dict({"crash": [2]}) == Faults(crash=(2,))
@@ -338,7 +362,7 @@ def test_an_injected_crash_ends_the_process_and_only_deployed_runs_take_it():
                           cwd=Path(__file__).resolve().parents[2])
     assert (done.returncode, done.stdout.strip()) == (CRASH_STATUS, "alive"), done.stderr
     with pytest.raises(CelmaskError, match="deployed runs"):
-        episode.fn("/nowhere/ep.mp4", "/nowhere", faults={"crash": [0]})
+        episode_flow.fn("/nowhere/ep.mp4", "/nowhere", faults={"crash": [0]})
 
 
 def test_is_transient():

@@ -148,7 +148,7 @@ def test_nightly_completes_the_good_episode_fails_the_corrupt_one_and_skips_done
         prefect_api, tmp_path, capsys, monkeypatch):
     from celmask.flows.cli import main
     from celmask.flows.embedded import QUIET_DEFAULTS
-    from celmask.flows.nightly import nightly
+    from celmask.flows.nightly import nightly_flow
     from celmask.tasks.synth import generate_episode
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
@@ -160,7 +160,7 @@ def test_nightly_completes_the_good_episode_fails_the_corrupt_one_and_skips_done
     config = {"work_size": 320}
 
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        state = nightly(str(inbox), str(out), config, workers=1, return_state=True)
+        state = nightly_flow(str(inbox), str(out), config, workers=1, return_state=True)
     assert state.is_failed()
     error = state.result(raise_on_failure=False)
     assert isinstance(error, ShotsFailed) and "1 of 2 episodes failed: bad " in str(error)
@@ -192,7 +192,7 @@ def test_nightly_completes_the_good_episode_fails_the_corrupt_one_and_skips_done
     # Without the corrupt file the run succeeds and says what it skipped.
     (inbox / "bad.mp4").unlink()
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        assert nightly(str(inbox), str(out), config) == {"complete": [], "skipped": ["ep01"], "failed": {}}
+        assert nightly_flow(str(inbox), str(out), config) == {"complete": [], "skipped": ["ep01"], "failed": {}}
 
     # A remote inbox: the copy of a complete episode is removed, a failed one's stays.
     import fsspec
@@ -202,7 +202,7 @@ def test_nightly_completes_the_good_episode_fails_the_corrupt_one_and_skips_done
     fs.pipe(f"{remote}/bad2.mp4", os.urandom(40_000))
     try:
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            state = nightly(f"memory://{remote}", str(out), config, workers=1, return_state=True)
+            state = nightly_flow(f"memory://{remote}", str(out), config, workers=1, return_state=True)
     finally:
         fs.rm(remote, recursive=True)
     assert state.is_failed() and (out / "ep02" / SUCCESS_NAME).is_file()

@@ -17,7 +17,6 @@ import pytest
 from pycocotools import mask as mask_util
 
 from celmask.flows.cli import main as celmask
-from celmask.tasks.core.config import load_config
 from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.core.rle import (
     decode_mask,
@@ -26,7 +25,7 @@ from celmask.tasks.core.rle import (
     runs_string,
     window_runs,
 )
-from celmask.tasks.core.types import Shot, Source
+from celmask.tasks.core.types import Source
 from celmask.tasks.manifest.layout import SUCCESS_NAME, shot_path
 from celmask.tasks.manifest.schema import (
     SCHEMA_VERSION,
@@ -40,43 +39,25 @@ from celmask.tasks.manifest.schema import (
 )
 from celmask.tasks.manifest.validate import validate
 from celmask.tasks.manifest.write import (
-    finalize_episode,
     upscale_mask,
-    write_episode_table,
     write_shot,
+    write_success,
 )
-from celmask.tasks.segment.config import SegmentConfig
-from celmask.tasks.segment.model_sets import build_models
-from celmask.tasks.segment.shot import segment_shot
-from celmask.tasks.synth import generate_episode, load_truth
-from celmask.tasks.synth.unstable import UnstableConfig, write_unstable_detections
-from celmask.tasks.video import probe
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.mask")  # numpy 2 vs pycocotools
 
 
-@pytest.fixture(scope="module")
-def segmented(tmp_path_factory):
-    """(video, config, fingerprint, [ShotSegmentation per true shot]) of a 4 s episode."""
-    ep = tmp_path_factory.mktemp("manifest") / "video"
-    generate_episode(ep, seed=21, duration=4.0)
-    write_unstable_detections(ep, ep / "d.parquet", seed=0, config=UnstableConfig(level=0.0))
-    config = load_config(SegmentConfig(), None, ["detector=file", f"detector.path={ep / 'd.parquet'}"])
-    models = build_models(config)
-    shots = [Shot(s.index, s.start, s.end, 0.0, 0.0, s.transition) for s in load_truth(ep).shots]
-    video = ep / "episode.mp4"
-    return video, config, probe(video).fingerprint, [segment_shot(video, s, config, models=models) for s in shots]
+@pytest.fixture
+def segmented(manifest_episode):
+    """(video, config, fingerprint, [ShotSegmentation per true shot]) of the shared 4 s episode."""
+    e = manifest_episode
+    return e.video, e.config, e.fingerprint, list(e.segmentations)
 
 
-@pytest.fixture(scope="module")
-def written(segmented, tmp_path_factory):
-    """A complete output tree OUT/ep7 and the shots' summaries."""
-    _, config, fingerprint, segs = segmented
-    episode = tmp_path_factory.mktemp("out") / "ep7"
-    summaries = [write_shot(episode, seg, config, fingerprint) for seg in segs]
-    write_episode_table(episode, summaries)
-    finalize_episode(episode, len(segs))
-    return episode, summaries
+@pytest.fixture
+def written(manifest_episode):
+    """Its complete output tree OUT/ep7 (not to be damaged: see ``episode``) and the shots' summaries."""
+    return manifest_episode.dir, list(manifest_episode.summaries)
 
 
 @pytest.fixture
@@ -268,7 +249,7 @@ def test_rerunning_one_shot_replaces_only_that_file(segmented, episode):
     assert after.keys() == before.keys()
     assert [p.name for p in before if after[p] != before[p]] == ["shot_0001.parquet"]
     assert [p for p in problems(episode) if "disagrees" in p] and len(problems(episode)) == 1  # _SUCCESS.json is stale
-    finalize_episode(episode, 2)
+    write_success(episode, 2)
     assert problems(episode) == []
 
 
@@ -298,13 +279,13 @@ def test_success_only_once_every_shot_is_written(segmented, tmp_path):
     episode = tmp_path / "ep"
     write_shot(episode, segs[0], config, fingerprint)
     with pytest.raises(CelmaskError, match="shot_0001.parquet: missing"):
-        finalize_episode(episode, 2)
+        write_success(episode, 2)
     assert not (episode / SUCCESS_NAME).exists()
     write_shot(episode, segs[1], config, fingerprint)
-    assert finalize_episode(episode, 2)["shots"] == 2 and (episode / SUCCESS_NAME).exists()
+    assert write_success(episode, 2)["shots"] == 2 and (episode / SUCCESS_NAME).exists()
     shot_path(episode, 1).unlink()
     with pytest.raises(CelmaskError):
-        finalize_episode(episode, 2)
+        write_success(episode, 2)
     assert not (episode / SUCCESS_NAME).exists()  # a stale success goes
 
 

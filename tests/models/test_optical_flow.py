@@ -3,17 +3,16 @@ small drawn scenes whose motion is known exactly."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from itertools import pairwise
 
-import cv2
 import numpy as np
 import pytest
 
-from celmask.models.propagators.optical_flow import FlowConfig, FlowPropagator
 from celmask.models.propagators.base import Guide
+from celmask.models.propagators.optical_flow import FlowConfig, FlowPropagator
 from celmask.tasks.synth import generate_episode, iter_truth_masks, load_truth
 from celmask.tasks.video import iter_frames
+from tests.support.scenes import CountingFrames, drawn_scene
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -102,42 +101,6 @@ def test_agreeing_detections_keep_a_long_run_right(walking):
     assert free_confidence[-1] < 0.5 and guided_confidence[-1] > 0.8  # decays alone, recovers on agreement
 
 
-# Small drawn scenes: a flat-coloured, outlined figure over a painted background.
-
-
-def background(height: int, width: int) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    image = np.empty((height, width, 3), np.uint8)
-    image[:] = (150, 190, 220)
-    image[height // 2 :] = (120, 160, 90)
-    for _ in range(12):
-        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
-        colour = tuple(int(c) for c in rng.integers(60, 230, 3))
-        cv2.rectangle(image, (x, y), (x + width // 10, y + height // 8), colour, -1)
-        cv2.rectangle(image, (x, y), (x + width // 10, y + height // 8), (30, 30, 30), max(1, width // 320))
-    return image
-
-
-def drawn_scene(height: int, width: int, centres: list[tuple[float, float]]) -> tuple[list[np.ndarray], np.ndarray]:
-    """Frames with an outlined figure (body, head, a stripe) at each centre, and its true masks."""
-    s = width / 640
-    frames, masks = [], []
-    for cx, cy in centres:
-        image, mask = background(height, width), np.zeros((height, width), np.uint8)
-        centre, head = (round(cx * s), round(cy * s)), (round(cx * s), round((cy - 55) * s))
-        for target, colour, line in ((mask, 1, 1), (image, (230, 80, 90), (20, 20, 20))):
-            cv2.ellipse(target, centre, (round(28 * s), round(45 * s)), 0, 0, 360, colour, -1)
-            cv2.circle(target, head, round(20 * s), colour if target is mask else (250, 210, 180), -1)
-            if target is image:
-                cv2.ellipse(image, centre, (round(28 * s), round(45 * s)), 0, 0, 360, line, max(1, round(2 * s)))
-                cv2.circle(image, head, round(20 * s), line, max(1, round(2 * s)))
-                cv2.line(image, (centre[0] - round(20 * s), centre[1]), (centre[0] + round(20 * s), centre[1]),
-                         (250, 240, 90), max(1, round(4 * s)))
-        frames.append(image)
-        masks.append(mask > 0)
-    return frames, np.stack(masks)
-
-
 @pytest.mark.parametrize("size", [(360, 640), (720, 1280)])
 def test_a_translated_figure_is_followed(size):
     centres = [(200 + 7 * t, 180 + 3 * t) for t in range(12)]
@@ -183,18 +146,6 @@ def test_a_detection_that_disagrees_is_not_fused():
     guides = [None] + [Guide(elsewhere[None], np.array([True]))] * 3
     out = list(FlowPropagator().propagate(frames, truth[:1], guides))
     assert not (out[-1][0][0] & elsewhere).any() and iou(out[-1][0][0], truth[-1]) > 0.9
-
-
-class CountingFrames(Sequence):
-    def __init__(self, frames: list[np.ndarray]) -> None:
-        self.frames, self.read = frames, set()
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def __getitem__(self, index):
-        self.read.add(index)
-        return self.frames[index]
 
 
 def test_frames_are_read_one_step_at_a_time():

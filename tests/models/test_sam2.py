@@ -12,7 +12,7 @@ import pytest
 from celmask.models.propagators.base import Guide
 from celmask.models.propagators.sam2 import Sam2Propagator
 from celmask.tasks.core.errors import CelmaskError
-from tests.models.test_optical_flow import CountingFrames, drawn_scene
+from tests.support.scenes import CountingFrames, drawn_scene
 
 H, W = 180, 320
 

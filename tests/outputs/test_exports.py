@@ -6,11 +6,9 @@ episode's."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -19,54 +17,20 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
 from celmask.flows.cli import main as celmask
-from celmask.tasks.core.config import load_config
 from celmask.tasks.core.errors import CelmaskError
-from celmask.tasks.outputs.preview import PREVIEW_WIDTH
 from celmask.tasks.manifest.read import iter_shots
-from celmask.tasks.outputs.exports import DAVIS_PALETTE, export
 from celmask.tasks.manifest.schema import iter_masks
-from celmask.tasks.manifest.write import finalize_episode, write_episode_table, write_shot
-from celmask.tasks.segment.shot import segment_shot
-from celmask.tasks.segment.config import SegmentConfig
-from celmask.tasks.segment.model_sets import build_models
-from celmask.tasks.synth import generate_episode, load_truth
-from celmask.tasks.synth.unstable import UnstableConfig, write_unstable_detections
-from celmask.tasks.core.types import Shot
+from celmask.tasks.outputs.exports import DAVIS_PALETTE, export
+from celmask.tasks.outputs.preview import PREVIEW_WIDTH
 from celmask.tasks.video import iter_frames, probe
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")  # numpy 2 vs pycocotools
 
 
-class Episode(NamedTuple):
-    dir: Path
-    """OUT/ep7: shots [0, 80) and [80, 96) at 640x360, finalized, with episode.parquet."""
-    video: Path
-
-
-@functools.cache
-def build_episode(root: Path) -> Episode:
-    """A generated 4 s episode segmented into a complete manifest under ``root``, built
-    once per test session (tests/test_report.py uses it too)."""
-    source = root / "video"
-    generate_episode(source, seed=21, duration=4.0)
-    write_unstable_detections(source, source / "d.parquet", seed=0, config=UnstableConfig(level=0.0))
-    config = load_config(SegmentConfig(), None, ["detector=file", f"detector.path={source / 'd.parquet'}"])
-    models = build_models(config)
-    video = source / "episode.mp4"
-    fingerprint = probe(video).fingerprint
-    episode = root / "out" / "ep7"
-    summaries = []
-    for s in load_truth(source).shots:
-        seg = segment_shot(video, Shot(s.index, s.start, s.end, 0.0, 0.0, s.transition), config, models=models)
-        summaries.append(write_shot(episode, seg, config, fingerprint))
-    write_episode_table(episode, summaries)
-    finalize_episode(episode, len(summaries))
-    return Episode(episode, video)
-
-
-@pytest.fixture(scope="module")
-def episode(tmp_path_factory) -> Episode:
-    return build_episode(tmp_path_factory.getbasetemp() / "manifest-episode")
+@pytest.fixture
+def episode(manifest_episode):
+    """The shared segmented episode (tests/support/episodes.py): OUT/ep7 and its video."""
+    return manifest_episode
 
 
 def manifest_masks(episode_dir: Path) -> dict[tuple[int, int], np.ndarray]:

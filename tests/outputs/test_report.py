@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
 from celmask.flows.cli import main as celmask
 from celmask.tasks.manifest.layout import EPISODE_TABLE_NAME, SUCCESS_NAME
 from celmask.tasks.manifest.read import iter_shots
@@ -26,9 +28,6 @@ from celmask.tasks.manifest.schema import Keyframe, ShotSummary, read_episode_ta
 from celmask.tasks.manifest.write import write_episode_table
 from celmask.tasks.outputs.exports import export
 from celmask.tasks.outputs.report import LOW_SCORE, shot_flags, write_report
-from PIL import Image
-
-from tests.outputs.test_exports import build_episode
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"))), None)
 """The headless browser of the rendering test: the first of these names on PATH."""
@@ -37,9 +36,9 @@ VIEWPORT = (1280, 900)
 """Tall enough for both shots of the test episode, so their lazy images load."""
 
 
-@pytest.fixture(scope="module")
-def episode(tmp_path_factory):
-    return build_episode(tmp_path_factory.getbasetemp() / "manifest-episode")
+@pytest.fixture
+def episode(manifest_episode):
+    return manifest_episode
 
 
 @pytest.fixture
