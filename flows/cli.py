@@ -95,10 +95,19 @@ def cmd_shots(args: argparse.Namespace) -> int:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from celmask.tasks.synth import generate_episode
+    from celmask.tasks.synth.realepisode import generate_art_episode
 
     width, height = _size(args.size)
-    truth = generate_episode(args.out, seed=args.seed, duration=args.duration, width=width, height=height)
-    print(f"wrote {Path(args.out) / 'episode.mp4'}: {truth.frame_count} frames, {len(truth.shots)} shots (truth.json, masks.parquet)")
+    if args.art is None:
+        if args.art_split is not None:
+            raise CelmaskError("--art-split", "chooses among real art", "give --art DIR too")
+        truth = generate_episode(args.out, seed=args.seed, duration=args.duration, width=width, height=height)
+        files = "truth.json, masks.parquet"
+    else:
+        truth = generate_art_episode(args.out, args.art, seed=args.seed, duration=args.duration, width=width,
+                                     height=height, split=args.art_split, split_seed=args.split_seed)
+        files = "truth.json, masks.parquet, art.json"
+    print(f"wrote {Path(args.out) / 'episode.mp4'}: {truth.frame_count} frames, {len(truth.shots)} shots ({files})")
     return 0
 
 
@@ -373,11 +382,15 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     plan = load_plan(episode_dir)
     shot = plan.shot(args.shot)
     config = apply(apply(SegmentConfig(), plan.config, where="plan"), parse_overrides(args.set or []))
-    with local_prefect():
-        from celmask.flows.episode import segment_shot_flow
+    try:
+        with local_prefect():
+            from celmask.flows.episode import segment_shot_flow
 
-        segment_shot_flow(plan.video, shot.to_dict(), str(episode_dir.parent), changed(config, SegmentConfig()),
-                     episode_id=episode_dir.name, force=True)
+            segment_shot_flow(plan.video, shot.to_dict(), str(episode_dir.parent), changed(config, SegmentConfig()),
+                              episode_id=episode_dir.name, force=True)
+    except Exception:  # the shot withdrew the episode's claims: write what is true now, then fail
+        _finish_report(finish_episode(episode_dir, plan))
+        raise
     return _finish_report(finish_episode(episode_dir, plan))
 
 
@@ -529,6 +542,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
     p.add_argument("--size", default="640x360", help="WIDTHxHEIGHT (default 640x360)")
+    p.add_argument("--art", metavar="DIR", help="act the episode with real art: DIR holds cutouts/<source>/ and "
+                   "backgrounds/<source>/ like ../shared/realart (default: generated characters and sets)")
+    p.add_argument("--art-split", choices=("train", "val", "test"),
+                   help="only the characters and sets `celmask train --seed N` puts in this split (test: ones its detector never saw)")
+    p.add_argument("--split-seed", type=int, default=0, metavar="N", help="the training seed N of --art-split (default 0)")
     p.set_defaults(func=cmd_synth)
 
     def config_options(p: argparse.ArgumentParser) -> None:

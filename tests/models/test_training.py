@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -108,3 +109,40 @@ def test_cli_train_end_to_end(tmp_path):
     seeds = {k: set(v["episode_seeds"]) for k, v in metrics["splits"].items()}
     assert not seeds["test"] & (seeds["train"] | seeds["val"])
     assert (out / "dataset" / "data.yaml").is_file() and (out / "ultralytics" / "train" / "results.csv").is_file()
+
+
+@pytest.mark.slow
+def test_an_interrupted_training_run_resumes_from_its_last_checkpoint(tmp_path):
+    """SIGKILL after the first epoch's checkpoint, then --resume: the run ends with all its
+    epochs, the first one not trained again, and publishes its weights."""
+    import signal
+    import time
+
+    out = tmp_path / "detector"
+    args = ["train", out, "--images", "24", "--val-images", "3", "--test-images", "2", "--epochs", "3",
+            "--imgsz", "96", "--batch", "4", "--cutouts", "none", "--backgrounds", "none"]  # epochs of a few seconds
+    run = subprocess.Popen([CELMASK, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           start_new_session=True)
+    results = out / "ultralytics" / "train" / "results.csv"
+    last = out / "ultralytics" / "train" / "weights" / "last.pt"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and run.poll() is None:  # epoch 1's metrics, then its checkpoint
+        if results.is_file() and len(results.read_text().splitlines()) >= 2 and last.is_file():
+            size = last.stat().st_size
+            time.sleep(0.5)
+            if last.stat().st_size == size:
+                break
+        time.sleep(0.1)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert run.returncode == -signal.SIGKILL, "the run ended before it could be interrupted"
+    assert not (out / "best.pt").exists()
+    first = results.read_text().splitlines()[1]
+
+    done = celmask(*args, "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = results.read_text().splitlines()
+    epochs = [int(line.split(",")[0]) for line in lines[1:]]
+    assert lines[1] == first and epochs[0] == 1 and sorted(set(epochs)) == [1, 2, 3], lines  # epoch 1 not trained again
+    # (an epoch whose metrics were logged but whose checkpoint the kill cut short is logged twice)
+    assert (out / "best.pt").is_file() and json.loads((out / "metrics.json").read_text())["parameters"]["resumed"]
