@@ -1,7 +1,7 @@
 """Weight-free propagation: dense optical flow (OpenCV DIS) carries each mask frame to frame.
 
 Per step, DIS flow is computed both ways between the previous and the current frame, on
-grey images at a working width (``FlowConfig.work_width``; masks stay at full size).
+grey images at a working width (``OpticalFlowConfig.work_width``; masks stay at full size).
 Each object's soft mask is *backward* warped: every current pixel samples the previous
 mask where its flow points, so the mask cannot smear into holes, and a pixel whose flow
 points off-frame samples 0, so an object that leaves the frame empties.
@@ -28,7 +28,7 @@ the background can look reliable; only agreement vouches for a mask for long). W
 is low and the frame has its own detection, the caller lets the detection stand. Work
 per object is confined to its box widened by the step's largest move.
 
-    propagator = FlowPropagator(FlowConfig())
+    propagator = OpticalFlowPropagator(OpticalFlowConfig())
     for masks, confidence in propagator.propagate(frames, key_masks, guides):
         ...
 """
@@ -60,7 +60,7 @@ PAIR_SUM = np.ones((1, 2), np.float32)
 
 
 @dataclass(frozen=True)
-class FlowConfig:
+class OpticalFlowConfig:
     preset: str = "fast"
     """DIS preset, one of PRESETS."""
     work_width: int = 640
@@ -122,10 +122,10 @@ class _Track:
     """The object's last move (dx, dy) in frame pixels."""
 
 
-class FlowPropagator:
+class OpticalFlowPropagator:
     """Masks carried by DIS optical flow, fused with the frame's agreeing detections."""
 
-    def __init__(self, config: FlowConfig = FlowConfig()) -> None:
+    def __init__(self, config: OpticalFlowConfig = OpticalFlowConfig()) -> None:
         self.config = config
         self.model_id = f"flow:dis-{config.preset}"
 
@@ -244,7 +244,7 @@ def _same_colour(a: np.ndarray, b: np.ndarray, tolerance: float) -> np.ndarray:
 
 def _flow_pair(
     dis: cv2.DISOpticalFlow, previous: np.ndarray, current: np.ndarray, frame_size: tuple[int, int], grid: np.ndarray,
-    cfg: FlowConfig,
+    cfg: OpticalFlowConfig,
 ) -> _Pair:
     """DIS flow both ways between two working-size frames; the backward flow (the one
     masks are warped with) gets its forward-backward and colour reliability."""
@@ -271,7 +271,7 @@ def _textured(grey: np.ndarray) -> np.ndarray:
 
 def _reliable(
     flow: np.ndarray, other: np.ndarray, here: np.ndarray, there: np.ndarray, textured: np.ndarray, grid: np.ndarray,
-    cfg: FlowConfig,
+    cfg: OpticalFlowConfig,
 ) -> np.ndarray:
     """(h, w) float32, 1 where ``flow`` (from image ``here`` to ``there``) is trusted: it stays in
     the frame, the colour it lands on is the colour it left, and, where ``here`` has texture,
@@ -365,7 +365,7 @@ def _kept_colour(
 
 
 def _step(
-    track: _Track, pair: _Pair, detected: np.ndarray | None, out: np.ndarray, cfg: FlowConfig
+    track: _Track, pair: _Pair, detected: np.ndarray | None, out: np.ndarray, cfg: OpticalFlowConfig
 ) -> tuple[_Track, float]:
     """Carry one object's mask into the current frame: writes it into ``out`` (H, W bool)
     and returns the new track and the object's confidence.
@@ -431,7 +431,7 @@ def _drop_small_parts(soft: np.ndarray, min_part: int) -> np.ndarray:
     return binary
 
 
-def _start(mask: np.ndarray, cfg: FlowConfig) -> _Track:
+def _start(mask: np.ndarray, cfg: OpticalFlowConfig) -> _Track:
     min_part = max(cfg.min_area, math.ceil(cfg.min_part * np.count_nonzero(mask)), 1)
     return _crop(mask.astype(np.float32), 0, 0, 0, min_part)
 

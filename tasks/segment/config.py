@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from celmask.models.propagators.optical_flow import FlowConfig
+from celmask.models.propagators.optical_flow import OpticalFlowConfig
 from celmask.models.refiners.pieces import PiecesConfig
 from celmask.tasks.shots.holds import HOLD_BLOCK, HOLD_THRESHOLD
 from celmask.tasks.segment.keyframes import KeyframeConfig
@@ -68,7 +68,7 @@ class SegmentConfig:
     """Block edge (pixels at 160 wide) of the held-frame test."""
     tracks: TrackConfig = field(default_factory=TrackConfig)
     propagation: PropagationConfig = field(default_factory=PropagationConfig)
-    flow: FlowConfig = field(default_factory=FlowConfig)
+    flow: OpticalFlowConfig = field(default_factory=OpticalFlowConfig)
     pieces: PiecesConfig = field(default_factory=PiecesConfig)
 
     def __post_init__(self) -> None:

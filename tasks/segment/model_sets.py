@@ -70,9 +70,9 @@ def _propagator(config: SegmentConfig) -> Propagator | None:
     if config.propagator == "none":
         return None
     if config.propagator == "flow":
-        from celmask.models.propagators.optical_flow import FlowPropagator
+        from celmask.models.propagators.optical_flow import OpticalFlowPropagator
 
-        return FlowPropagator(config.flow)
+        return OpticalFlowPropagator(config.flow)
     from celmask.models.propagators.sam2 import Sam2Propagator
 
     if not config.propagator_weights:

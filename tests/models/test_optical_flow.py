@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from celmask.models.propagators.base import Guide
-from celmask.models.propagators.optical_flow import FlowConfig, FlowPropagator
+from celmask.models.propagators.optical_flow import OpticalFlowConfig, OpticalFlowPropagator
 from celmask.tasks.synth import generate_episode, iter_truth_masks, load_truth
 from celmask.tasks.video import iter_frames
 from tests.support.scenes import CountingFrames, drawn_scene
@@ -45,7 +45,7 @@ class Episode:
 
     def propagate(self, run: list[int], guided: bool = False) -> tuple[list[float], list[float]]:
         """IoU with the truth and confidence of the track's mask carried from ``run[0]`` along ``run``."""
-        out = FlowPropagator().propagate(
+        out = OpticalFlowPropagator().propagate(
             [self.frames[i] for i in run], self.truth[run[0]][None], self.guides(run) if guided else None
         )
         scores = [(iou(masks[0], self.truth[i]), float(confidence[0])) for i, (masks, confidence) in zip(run[1:], out)]
@@ -105,7 +105,7 @@ def test_agreeing_detections_keep_a_long_run_right(walking):
 def test_a_translated_figure_is_followed(size):
     centres = [(200 + 7 * t, 180 + 3 * t) for t in range(12)]
     frames, truth = drawn_scene(*size, centres)
-    out = list(FlowPropagator().propagate(frames, truth[:1]))
+    out = list(OpticalFlowPropagator().propagate(frames, truth[:1]))
     assert len(out) == len(frames) - 1
     for (masks, confidence), expected in zip(out, truth[1:]):
         assert masks.shape == (1, *size) and masks.dtype == bool
@@ -116,14 +116,14 @@ def test_a_translated_figure_is_followed(size):
 def test_a_large_jump_is_found_again():
     """Drawings on 2s jump far: 45 px a step is beyond what DIS matches for this figure."""
     frames, truth = drawn_scene(360, 640, [(150 + 45 * t, 200) for t in range(6)])
-    ious = [iou(m[0], e) for (m, _), e in zip(FlowPropagator().propagate(frames, truth[:1]), truth[1:])]
+    ious = [iou(m[0], e) for (m, _), e in zip(OpticalFlowPropagator().propagate(frames, truth[:1]), truth[1:])]
     assert min(ious) > 0.85, ious
 
 
 def test_a_figure_that_leaves_the_frame_ends_empty():
     frames, truth = drawn_scene(360, 640, [(520 + 25 * t, 200) for t in range(10)])
     assert not truth[-1].any() and truth[2].any()  # it leaves through the right edge
-    out = list(FlowPropagator().propagate(frames, truth[:1]))
+    out = list(OpticalFlowPropagator().propagate(frames, truth[:1]))
     for (masks, _), expected in zip(out, truth[1:]):
         if expected.sum() > 500:
             assert iou(masks[0], expected) > 0.8
@@ -134,7 +134,7 @@ def test_confidence_decays_without_agreement_and_recovers_with_it():
     frames, truth = drawn_scene(360, 640, [(200 + 4 * t, 200) for t in range(8)])
     guides: list[Guide | None] = [None] * 8
     guides[6] = Guide(truth[6][None], np.array([True]))
-    confidence = [float(c[0]) for _, c in FlowPropagator().propagate(frames, truth[:1], guides)]
+    confidence = [float(c[0]) for _, c in OpticalFlowPropagator().propagate(frames, truth[:1], guides)]
     assert all(a > b for a, b in pairwise(confidence[:5])), confidence
     assert confidence[5] > confidence[4] + 0.1 and confidence[5] > 0.9, confidence
 
@@ -144,14 +144,14 @@ def test_a_detection_that_disagrees_is_not_fused():
     elsewhere = np.zeros_like(truth[0])
     elsewhere[20:80, 500:600] = True
     guides = [None] + [Guide(elsewhere[None], np.array([True]))] * 3
-    out = list(FlowPropagator().propagate(frames, truth[:1], guides))
+    out = list(OpticalFlowPropagator().propagate(frames, truth[:1], guides))
     assert not (out[-1][0][0] & elsewhere).any() and iou(out[-1][0][0], truth[-1]) > 0.9
 
 
 def test_frames_are_read_one_step_at_a_time():
     frames, truth = drawn_scene(360, 640, [(200 + 4 * t, 200) for t in range(6)])
     counting = CountingFrames(frames)
-    steps = FlowPropagator().propagate(counting, truth[:1])
+    steps = OpticalFlowPropagator().propagate(counting, truth[:1])
     assert counting.read <= {0}
     next(steps)
     assert counting.read == {0, 1}
@@ -161,20 +161,20 @@ def test_frames_are_read_one_step_at_a_time():
 
 def test_no_objects_and_a_lone_keyframe():
     frames, _ = drawn_scene(360, 640, [(200, 200), (204, 200), (208, 200)])
-    out = list(FlowPropagator().propagate(frames, np.zeros((0, 360, 640), bool)))
+    out = list(OpticalFlowPropagator().propagate(frames, np.zeros((0, 360, 640), bool)))
     assert len(out) == 2
     for masks, confidence in out:
         assert masks.shape == (0, 360, 640) and masks.dtype == bool
         assert confidence.shape == (0,) and confidence.dtype == np.float32
-    assert list(FlowPropagator().propagate(frames[:1], np.zeros((1, 360, 640), bool))) == []
+    assert list(OpticalFlowPropagator().propagate(frames[:1], np.zeros((1, 360, 640), bool))) == []
 
 
 def test_bad_input_is_refused():
     frames, truth = drawn_scene(360, 640, [(200, 200), (204, 200)])
     with pytest.raises(ValueError, match="masks must have shape"):
-        FlowPropagator().propagate(frames, truth[0])
+        OpticalFlowPropagator().propagate(frames, truth[0])
     with pytest.raises(ValueError, match="guides must be None or one per frame"):
-        FlowPropagator().propagate(frames, truth[:1], [None])
+        OpticalFlowPropagator().propagate(frames, truth[:1], [None])
     with pytest.raises(ValueError, match="preset"):
-        FlowConfig(preset="slow")
-    assert FlowPropagator(FlowConfig(preset="ultrafast")).model_id == "flow:dis-ultrafast"
+        OpticalFlowConfig(preset="slow")
+    assert OpticalFlowPropagator(OpticalFlowConfig(preset="ultrafast")).model_id == "flow:dis-ultrafast"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from celmask.models.propagators.optical_flow import FlowConfig, FlowPropagator
+from celmask.models.propagators.optical_flow import OpticalFlowConfig, OpticalFlowPropagator
 from celmask.tasks.core.instances import Instances
 from celmask.tasks.segment.keyframes import score_candidates
 from celmask.tasks.core.masks import mask_iou
@@ -39,7 +39,7 @@ def tracked(masks: list[np.ndarray | None]) -> list[Instances]:
 def run(images, observed, **config):
     inst = tracked(observed)
     candidates = score_candidates(images, list(range(len(images))), inst)[0]
-    return propagate_track(FlowPropagator(FlowConfig()), images, inst, candidates, "score", PropagationConfig(**config))
+    return propagate_track(OpticalFlowPropagator(OpticalFlowConfig()), images, inst, candidates, "score", PropagationConfig(**config))
 
 
 def test_carried_back_from_late_detections_but_only_extend_drawings():
