@@ -14,7 +14,10 @@ the place to read the generator's rules:
   1s (every frame differs) or with the drawings;
 - flashes (white, black, strong whitening), 1-2 frames, at least 8 frames from any
   shot boundary or transition span;
-- subtitles on some shots, changing mid-shot.
+- subtitles on some shots, changing mid-shot;
+- with ``hard_cases``, the editing that fools shot detectors
+  (:mod:`celmask.tasks.synth.edits`): cut-ins, cut-outs and jump cuts within a set,
+  occlusions that uncover the same shot, background switches behind close-ups.
 
 How each shot is staged (drawings, camera, characters) is :mod:`celmask.tasks.synth.staging`.
 Frame numbers are episode frames unless a name says ``local`` (relative to the
@@ -24,13 +27,22 @@ shot's ``content_start``).
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import numpy as np
 
 from celmask.tasks.synth.backgrounds import SetDesign, random_set
 from celmask.tasks.synth.characters import CharacterDesign, EpisodeStyle, random_design, random_style
+from celmask.tasks.synth.edits import (
+    BACKDROPS,
+    BackgroundSwitch,
+    Occlusion,
+    choose_edits,
+    derive_shot,
+    plan_occlusion,
+    plan_switch,
+)
 from celmask.tasks.synth.seeding import child_rng
 from celmask.tasks.synth.staging import (
     CameraState,
@@ -108,6 +120,10 @@ class ShotPlan:
     """Back to front (paint order)."""
     subtitles: tuple[Subtitle, ...]
     flashes: tuple[Flash, ...]
+    edit: str = ""
+    """How it continues the shot before (``hard_cases``): "cut-in", "cut-out", "jump" or ""."""
+    occlusion: Occlusion | None = None
+    switch: BackgroundSwitch | None = None
 
     def drawing_at(self, frame: int) -> int:
         """Drawing number shown at episode ``frame`` (must lie in the content range)."""
@@ -125,6 +141,7 @@ class EpisodePlan:
     cast: tuple[CharacterDesign, ...]
     sets: tuple[SetDesign, ...]
     shots: tuple[ShotPlan, ...]
+    hard_cases: bool = False
 
     def shot_at(self, frame: int) -> int:
         """Index of the shot that owns ``frame``."""
@@ -203,10 +220,15 @@ class _Spec:
     kind: str
     cast: tuple[int, ...]
     transition: Transition | None = None
+    edit: str = ""
 
 
-def plan_episode(seed: int, *, frame_count: int, width: int, height: int, fps: Fraction) -> EpisodePlan:
-    """The whole plan of an episode, deterministic in the arguments."""
+def plan_episode(
+    seed: int, *, frame_count: int, width: int, height: int, fps: Fraction, hard_cases: bool = False
+) -> EpisodePlan:
+    """The whole plan of an episode, deterministic in the arguments. ``hard_cases`` adds
+    the editing of :mod:`celmask.tasks.synth.edits` (from streams of its own: the other
+    shots are the ones the seed gives without it)."""
     if frame_count < 1:
         raise ValueError(f"frame_count must be >= 1, got {frame_count}")
     if width < 64 or height < 64 or width % 2 or height % 2:
@@ -220,11 +242,66 @@ def plan_episode(seed: int, *, frame_count: int, width: int, height: int, fps: F
     lengths = _shot_lengths(rng, frame_count, fps)
     specs, sets = _scenes(rng, seed, lengths, cast, set_w, set_h)
     _assign_transitions(rng, specs, fps)
+    backdrops: list[int] = []
+    if hard_cases:
+        for k, edit in enumerate(choose_edits(child_rng(seed, "edits"), specs)):
+            if edit:
+                source = specs[k - 2] if edit == "return" else specs[k - 1]
+                specs[k].edit, specs[k].set_id, specs[k].kind, specs[k].cast = (
+                    edit,
+                    source.set_id,
+                    source.kind,
+                    source.cast,
+                )
+                specs[k].transition = Transition("cut", (specs[k].start, specs[k].start))
+        backdrops = list(range(len(sets), len(sets) + BACKDROPS))
+        sets += [
+            random_set(child_rng(seed, "backdrops", i), set_id=i, width=set_w, height=set_h, kind="abstract")
+            for i in backdrops
+        ]
 
-    shots = []
+    shots: list[ShotPlan] = []
     for k, spec in enumerate(specs):
         nxt = specs[k + 1].transition if k + 1 < len(specs) else None
-        shots.append(_plan_shot(child_rng(seed, "shot", k), k, spec, nxt, sets[spec.set_id], cast, width, height, fps))
+        if spec.edit:
+            framing = shots[k - 2] if spec.edit in ("cut-out", "return") else shots[k - 1]
+            start, end, _, _ = _content_range(spec, nxt)
+            staged = derive_shot(
+                child_rng(seed, "shot", k),
+                spec.edit,
+                framing if spec.edit == "return" else shots[k - 1],
+                framing,
+                end - start,
+                fps,
+                sets[spec.set_id],
+                width,
+                height,
+            )
+            shot = ShotPlan(
+                index=k,
+                start=spec.start,
+                end=spec.end,
+                transition=spec.transition,
+                content_start=start,
+                content_end=end,
+                set_id=spec.set_id,
+                kind=spec.kind,
+                edit=spec.edit,
+                **staged,
+            )
+        else:
+            shot = _plan_shot(child_rng(seed, "shot", k), k, spec, nxt, sets[spec.set_id], cast, width, height, fps)
+        if hard_cases:
+            calm = _content_range(spec, nxt)[2:]
+            rng_k = child_rng(seed, "edits", k)
+            switched = plan_switch(rng_k, shot, backdrops, calm)
+            if switched is not None:
+                shot = replace(shot, switch=switched[0], characters=switched[1])
+            busy = [f.frame for f in shot.flashes]
+            if shot.switch is not None:
+                busy.append(shot.content_start + shot.drawings[shot.switch.drawing])
+            shot = replace(shot, occlusion=plan_occlusion(rng_k, calm, busy, width))
+        shots.append(shot)
     return EpisodePlan(
         seed=seed,
         width=width,
@@ -235,6 +312,7 @@ def plan_episode(seed: int, *, frame_count: int, width: int, height: int, fps: F
         cast=cast,
         sets=tuple(sets),
         shots=tuple(shots),
+        hard_cases=hard_cases,
     )
 
 
@@ -368,6 +446,25 @@ def _assign_transitions(rng: np.random.Generator, specs: list[_Spec], fps: Fract
 # --------------------------------------------------------------------------- shots
 
 
+def _content_range(spec: _Spec, next_transition: Transition | None) -> tuple[int, int, int, int]:
+    """(content start, content end, calm start, calm end) of a shot: the frames showing its
+    picture (transitions overlap), and its own transition-free frames (for flashes and subtitles)."""
+    tin = spec.transition
+    assert tin is not None
+    content_start = spec.start
+    if tin.kind == "dissolve":
+        content_start = tin.span[0]
+    elif tin.kind == "fade":
+        content_start = tin.span[0] + tin.fade_out + tin.black
+    content_end = spec.end
+    if next_transition is not None and next_transition.kind == "dissolve":
+        content_end = next_transition.span[1]
+    elif next_transition is not None and next_transition.kind == "fade":
+        content_end = next_transition.span[0] + next_transition.fade_out
+    calm1 = min(spec.end, next_transition.span[0]) if next_transition is not None else spec.end
+    return content_start, content_end, max(spec.start, tin.span[1]), calm1
+
+
 def _plan_shot(
     rng: np.random.Generator,
     k: int,
@@ -380,23 +477,11 @@ def _plan_shot(
     fps: Fraction,
 ) -> ShotPlan:
     """Everything about one shot: content range, drawings, camera, flashes, characters, subtitles."""
-    tin = spec.transition
-    if tin is None:
+    if spec.transition is None:
         raise RuntimeError(f"shot {k}: transitions must be assigned before planning shots")
-    content_start = spec.start
-    if tin.kind == "dissolve":
-        content_start = tin.span[0]
-    elif tin.kind == "fade":
-        content_start = tin.span[0] + tin.fade_out + tin.black
-    content_end = spec.end
-    if next_transition is not None and next_transition.kind == "dissolve":
-        content_end = next_transition.span[1]
-    elif next_transition is not None and next_transition.kind == "fade":
-        content_end = next_transition.span[0] + next_transition.fade_out
+    tin = spec.transition
+    content_start, content_end, calm0, calm1 = _content_range(spec, next_transition)
     n = content_end - content_start
-    # The shot's own, transition-free frames (for flashes and subtitles).
-    calm0 = max(spec.start, tin.span[1])
-    calm1 = min(spec.end, next_transition.span[0]) if next_transition is not None else spec.end
 
     # -- timing: drawings and held stretches
     r = rng.random()

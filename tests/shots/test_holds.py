@@ -1,3 +1,5 @@
+"""Held drawings: which frames repeat the previous drawing."""
+
 from __future__ import annotations
 
 import numpy as np

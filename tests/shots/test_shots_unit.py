@@ -6,31 +6,18 @@ import numpy as np
 import pytest
 
 from celmask.tasks.shots.detect import ShotConfig, ShotDetector
+from tests.support.scenes import SHOT_SIZE, held
+from tests.support.scenes import flat_set as scene
 
-H, W = 90, 160
-
-
-def scene(seed: int) -> np.ndarray:
-    """A flat-colour 'set': a few random rectangles with dark outlines."""
-    rng = np.random.default_rng(seed)
-    img = np.full((H, W, 3), rng.integers(40, 220, 3), np.uint8)
-    for _ in range(6):
-        x, y = rng.integers(0, W - 30), rng.integers(0, H - 20)
-        w, h = rng.integers(15, 60), rng.integers(10, 40)
-        img[y : y + h, x : x + w] = 0
-        img[y + 2 : y + h - 2, x + 2 : x + w - 2] = rng.integers(0, 255, 3)
-    return img
+H, W = SHOT_SIZE
 
 
 def run(frames: list[np.ndarray], **config) -> list[tuple[int, str]]:
-    detector = ShotDetector(ShotConfig(**config))
+    """The rules' shots (the learned second opinion has its own tests: test_learned.py)."""
+    detector = ShotDetector(ShotConfig(**{"learned": "never", **config}))
     for i, frame in enumerate(frames):
         detector.push(i / 24, frame)
     return [(s.start, s.transition) for s in detector.finish().shots]
-
-
-def held(img: np.ndarray, n: int) -> list[np.ndarray]:
-    return [img] * n
 
 
 def test_hard_cut():
