@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from celmask.tasks.core.types import Shot
 from celmask.tasks.eval.masks import FrameMasks, SegScore, score_shot, score_video
-from celmask.tasks.segment.shot import ShotSegmentation, segment_shot
 from celmask.tasks.segment.config import SegmentConfig
 from celmask.tasks.segment.model_sets import Models, build_models
+from celmask.tasks.segment.shot import ShotSegmentation, segment_shot
 from celmask.tasks.synth import iter_truth_masks, load_truth
-from celmask.tasks.core.types import Shot
 
 
 @dataclass
@@ -29,24 +29,37 @@ class EpisodeEval:
     frames: int = 0
     drawings: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    shots: int = 0
 
     @property
     def model_calls_saved(self) -> int:
         return self.frames - self.drawings
 
+    @property
+    def fp_tracks_per_shot(self) -> float:
+        """Predicted tracks matching no true track, per true shot (empty shots count)."""
+        return self.score.fp_tracks / self.shots if self.shots else float("nan")
+
     def add(self, other: EpisodeEval) -> EpisodeEval:
         seconds = dict(self.seconds)
         for stage, s in other.seconds.items():
             seconds[stage] = seconds.get(stage, 0.0) + s
-        return EpisodeEval(SegScore.combine([self.score, other.score]), self.frames + other.frames,
-                           self.drawings + other.drawings, seconds)
+        return EpisodeEval(
+            SegScore.combine([self.score, other.score]),
+            self.frames + other.frames,
+            self.drawings + other.drawings,
+            seconds,
+            self.shots + other.shots,
+        )
 
 
 def predicted_frames(result: ShotSegmentation) -> Iterator[FrameMasks]:
     """The shot's masks as the metric's frame stream (working size = source size here)."""
     for index, _, inst in result.frames():
         if inst.size != result.source_size:
-            raise ValueError(f"masks are {inst.size}, the truth {result.source_size}: evaluate at work_size >= the source")
+            raise ValueError(
+                f"masks are {inst.size}, the truth {result.source_size}: evaluate at work_size >= the source"
+            )
         yield FrameMasks(index, inst.track_id.astype(np.int64), inst.mask)
 
 
@@ -62,7 +75,7 @@ def evaluate_episode(episode_dir: str | Path, config: SegmentConfig, *, models: 
         result = segment_shot(episode_dir / "episode.mp4", shot, config, models=models)
         holds = [(a, b) for a, b in truth.holds if s.start <= a and b <= s.end]
         score = score_shot(predicted_frames(result), iter_truth_masks(episode_dir, s.start, s.end), holds)
-        total = total.add(EpisodeEval(score, len(result.frame_indices), len(result.instances), result.seconds))
+        total = total.add(EpisodeEval(score, len(result.frame_indices), len(result.instances), result.seconds, 1))
     return total
 
 
@@ -90,5 +103,9 @@ def score_manifest(episode_dir: str | Path, truth_dir: str | Path) -> SegScore:
     """The masks of a whole-episode run (detected shots and all) against a generated
     episode's truth: what a user of the manifest gets."""
     truth = load_truth(truth_dir)
-    return score_video(manifest_frames(episode_dir, truth.frame_count), iter_truth_masks(truth_dir),
-                       truth.holds, [(s.start, s.end) for s in truth.shots])
+    return score_video(
+        manifest_frames(episode_dir, truth.frame_count),
+        iter_truth_masks(truth_dir),
+        truth.holds,
+        [(s.start, s.end) for s in truth.shots],
+    )

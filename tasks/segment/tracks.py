@@ -14,20 +14,22 @@ leave small characters with no overlap from one drawing to the next. Overlap is
 taken with and without that shift (whichever is larger), since a close-up's own
 motion can dominate the correlation.
 
-Tracks seen on fewer than ``min_drawings`` drawings are dropped: a detector's
-one-drawing false positive should not become a character. Ids count from 0 in the
-order tracks first appear, so they are stable for the same input.
+Every detection gets a track; which tracks are characters and which are a
+detector's noise is :mod:`.evidence`'s call. Ids count from 0 in the order tracks
+first appear, so they are stable for the same input.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Annotated
 
 import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from celmask.tasks.core.config import NON_NEGATIVE, SHARE, Range, check_rules
 from celmask.tasks.core.instances import Instances
 from celmask.tasks.core.masks import mask_centre, mask_iou, shift_mask
 
@@ -37,30 +39,21 @@ HIST_BINS = (12, 4)
 
 @dataclass(frozen=True)
 class TrackConfig:
-    min_iou: float = 0.2
+    min_iou: Annotated[float, SHARE] = 0.2
     """Mask overlap with a track's last mask that continues it on the next drawing."""
-    min_colour_bridge: float = 0.75
+    min_colour_bridge: Annotated[float, SHARE] = 0.75
     """Colour likeness that continues a track without overlap (fast motion, reappearance)."""
-    max_jump: float = 0.2
+    max_jump: Annotated[float, SHARE] = 0.2
     """Largest centre move, as a share of the frame diagonal, that colour alone may bridge."""
-    max_size_change: float = 2.0
+    max_size_change: Annotated[float, Range(1)] = 2.0
     """Largest area ratio (either way) that colour alone may bridge."""
-    colour_weight: float = 0.3
+    colour_weight: Annotated[float, SHARE] = 0.3
     """Share of colour likeness in the affinity (the rest is mask overlap)."""
-    max_gap: int = 12
+    max_gap: Annotated[int, NON_NEGATIVE] = 12
     """Drawings a track may go undetected (occlusion, exit, detector miss) and still continue."""
-    min_drawings: int = 2
-    """Tracks seen on fewer drawings are dropped (unless the shot has fewer drawings)."""
 
     def __post_init__(self) -> None:
-        for name in ("min_iou", "min_colour_bridge", "max_jump", "colour_weight"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"tracks.{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.max_gap < 0 or self.min_drawings < 1 or self.max_size_change < 1:
-            raise ValueError(
-                f"need tracks.max_gap >= 0, tracks.min_drawings >= 1, tracks.max_size_change >= 1; "
-                f"got {self.max_gap}, {self.min_drawings}, {self.max_size_change}"
-            )
+        check_rules(self)
 
 
 @dataclass
@@ -77,7 +70,6 @@ class _Track:
     """Centre motion per drawing between its last two detections (None: seen once)."""
     area: int
     last_step: int
-    steps: list[int] = field(default_factory=list)
 
 
 def colour_signature(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -98,16 +90,21 @@ def camera_shift(previous: np.ndarray, current: np.ndarray, width: int = 160) ->
     the correlation has no clear peak."""
     h, w = current.shape[:2]
     size = (width, max(8, round(width * h / w)))
-    a, b = (cv2.resize(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA).astype(np.float32) for x in (previous, current))
+    a, b = (
+        cv2.resize(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA).astype(np.float32)
+        for x in (previous, current)
+    )
     (dx, dy), response = cv2.phaseCorrelate(a, b)
     if not response >= MIN_SHIFT_RESPONSE:
         return 0.0, 0.0
     return dx * w / size[0], dy * h / size[1]
 
 
-def assign_tracks(images: Sequence[np.ndarray], detections: Sequence[Instances], config: TrackConfig = TrackConfig()) -> list[Instances]:
+def assign_tracks(
+    images: Sequence[np.ndarray], detections: Sequence[Instances], config: TrackConfig = TrackConfig()
+) -> list[Instances]:
     """``detections[i]`` of ``images[i]`` (one per unique drawing, in order) with
-    ``track_id`` set; rows of dropped tracks are removed."""
+    ``track_id`` set on every row."""
     if len(images) != len(detections):
         raise ValueError(f"need one image per detections, got {len(images)} and {len(detections)}")
     tracks: list[_Track] = []
@@ -124,12 +121,16 @@ def assign_tracks(images: Sequence[np.ndarray], detections: Sequence[Instances],
         areas = inst.area
         ids = np.full(len(inst), -1, np.int64)
         if live and len(inst):
-            iou = np.maximum(mask_iou(np.stack([t.mask for t in live]), inst.mask),
-                             mask_iou(np.stack([t.moved for t in live]), inst.mask))
+            iou = np.maximum(
+                mask_iou(np.stack([t.mask for t in live]), inst.mask),
+                mask_iou(np.stack([t.moved for t in live]), inst.mask),
+            )
             colour = np.array([[np.minimum(t.hist, hd).sum() for hd in hists] for t in live])
             jump = np.array([[np.hypot(*(mask_centre(t.moved) - c)) / diagonal for c in centres] for t in live])
             ratio = np.array([[max(t.area, a) / max(1, min(t.area, a)) for a in areas] for t in live])
-            bridge = (colour >= config.min_colour_bridge) & (jump <= config.max_jump) & (ratio <= config.max_size_change)
+            bridge = (
+                (colour >= config.min_colour_bridge) & (jump <= config.max_jump) & (ratio <= config.max_size_change)
+            )
             allowed = (iou >= config.min_iou) | bridge
             affinity = (1 - config.colour_weight) * iou + config.colour_weight * colour
             rows, cols = linear_sum_assignment(np.where(allowed, affinity, -1.0), maximize=True)
@@ -139,7 +140,18 @@ def assign_tracks(images: Sequence[np.ndarray], detections: Sequence[Instances],
         for col in range(len(inst)):
             if ids[col] < 0:
                 ids[col] = len(tracks)
-                tracks.append(_Track(len(tracks), inst.mask[col], inst.mask[col], hists[col], centres[col], None, int(areas[col]), step))
+                tracks.append(
+                    _Track(
+                        len(tracks),
+                        inst.mask[col],
+                        inst.mask[col],
+                        hists[col],
+                        centres[col],
+                        None,
+                        int(areas[col]),
+                        step,
+                    )
+                )
             else:
                 track = tracks[ids[col]]
                 track.velocity = (centres[col] - track.centre) / (step - track.last_step)
@@ -147,18 +159,8 @@ def assign_tracks(images: Sequence[np.ndarray], detections: Sequence[Instances],
             track.mask = track.moved = inst.mask[col]
             track.hist, track.centre, track.area = hists[col], centres[col], int(areas[col])
             track.last_step = step
-            track.steps.append(step)
         ids_per_step.append(ids)
-
-    min_drawings = min(config.min_drawings, len(images))
-    kept = [t.id for t in tracks if len(t.steps) >= min_drawings]
-    renumber = {old: new for new, old in enumerate(kept)}
-    out = []
-    for inst, ids in zip(detections, ids_per_step):
-        keep = np.array([i in renumber for i in ids], bool)
-        rows = inst[keep]
-        out.append(
-            Instances(rows.mask, rows.xyxy, rows.score, rows.class_id,
-                      np.array([renumber[i] for i in ids[keep]], np.int32), rows.data)
-        )
-    return out
+    return [
+        Instances(inst.mask, inst.xyxy, inst.score, inst.class_id, ids.astype(np.int32), inst.data)
+        for inst, ids in zip(detections, ids_per_step)
+    ]

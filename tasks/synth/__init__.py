@@ -19,7 +19,10 @@ holds, camera, character paths and poses), :mod:`~celmask.tasks.synth.characters
 and poses), :mod:`~celmask.tasks.synth.sprites` (drawing a pose into an RGBA sprite and its
 mask; reusable for cut-out composites), :mod:`~celmask.tasks.synth.backgrounds` (painted
 sets, camera), :mod:`~celmask.tasks.synth.render` (frames, encoding, truth),
-:mod:`~celmask.tasks.synth.truth` (truth files), :mod:`~celmask.tasks.synth.encode` (ffmpeg pipe).
+:mod:`~celmask.tasks.synth.truth` (truth files), :mod:`~celmask.tasks.video.encoding` (the ffmpeg pipe it writes through),
+:mod:`~celmask.tasks.synth.realepisode` (the same episodes acted by real cut-outs on real
+backgrounds: ``generate_art_episode(out, "../shared/realart", seed=3, split="test")``),
+:mod:`~celmask.tasks.synth.edits` (the editing that fools shot detectors, with ``hard_cases=True``).
 
 Output of :func:`generate_episode` in ``out_dir``: ``episode.mp4`` (H.264 yuv420p,
 crf 18), ``masks.parquet`` (one row per frame and visible character, COCO RLE) and,

@@ -9,6 +9,11 @@ transitions, flashes and subtitles are applied. When neither the drawing nor the
 camera changes, the previous frame's arrays are returned as they are, which is what
 makes held frames exactly identical and cheap.
 
+Where the pictures come from is an :class:`EpisodeArt`: the generated sets and
+character designs of the plan (:class:`GeneratedArt`, the default), or real cut-outs
+and backgrounds (:mod:`celmask.tasks.synth.realepisode`); :func:`write_episode` renders any
+plan with any art into the same files.
+
     truth = generate_episode("/tmp/ep", seed=7, duration=20.0)
 """
 
@@ -20,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -27,8 +33,9 @@ import numpy as np
 from celmask.tasks.core.atomic import write_atomic
 from celmask.tasks.core.rle import encode_mask_fortran
 from celmask.tasks.synth.backgrounds import camera_matrix, paint_set
-from celmask.tasks.synth.encode import FfmpegWriter
+from celmask.tasks.synth.edits import cover
 from celmask.tasks.synth.sprites import Sprite, draw_character, paste_sprite
+from celmask.tasks.synth.staging import CharacterPlan
 from celmask.tasks.synth.timeline import EpisodePlan, ShotPlan, layers_at, plan_episode
 from celmask.tasks.synth.truth import (
     MASKS_NAME,
@@ -41,6 +48,7 @@ from celmask.tasks.synth.truth import (
     MaskWriter,
     Truth,
 )
+from celmask.tasks.video.encoding import FfmpegWriter
 
 WHITEN_KEEP = 0.22
 """A "whiten" flash keeps this fraction of the picture and fills the rest with white."""
@@ -67,12 +75,49 @@ class RenderedFrame:
     same_as_previous: bool
 
 
+class EpisodeArt(Protocol):
+    """The pictures a plan is drawn with: a set per ``set_id`` and a character's sprite per pose."""
+
+    def background(self, set_id: int) -> np.ndarray:
+        """The whole set, (h, w, 3) uint8 RGB; the camera's set pixels."""
+        ...
+
+    def sprite(self, character: CharacterPlan, pose: int) -> Sprite:
+        """``character`` in its pose number ``pose``, at its size in the shot."""
+        ...
+
+
+@dataclass(frozen=True)
+class GeneratedArt:
+    """The plan's own painted sets and drawn character designs."""
+
+    plan: EpisodePlan
+
+    def background(self, set_id: int) -> np.ndarray:
+        return paint_set(self.plan.sets[set_id])
+
+    def sprite(self, character: CharacterPlan, pose: int) -> Sprite:
+        ch = character
+        return draw_character(
+            self.plan.cast[ch.character_id], ch.poses[pose], ch.px_per_unit, crop_bottom=ch.crop_bottom
+        )
+
+
 class _ShotPainter:
     """Draws one shot's own picture for any frame of its content range."""
 
-    def __init__(self, plan: EpisodePlan, shot: ShotPlan, background: np.ndarray) -> None:
+    def __init__(
+        self,
+        plan: EpisodePlan,
+        shot: ShotPlan,
+        background: np.ndarray,
+        art: EpisodeArt,
+        backdrop: np.ndarray | None = None,
+    ) -> None:
+        """``backdrop``: the set of the shot's background switch (``shot.switch``), if it has one."""
         self.plan = plan
         self.shot = shot
+        self.art = art
         self.size = (plan.width, plan.height)
         # Work on the part of the set this shot's camera ever shows (plus 2 px for the
         # bilinear footprint): smaller copies per drawing, same pixels.
@@ -85,6 +130,7 @@ class _ShotPainter:
         self.offset = (x0, y0)
         background = background[y0:y1, x0:x1]
         self.background = background
+        self.backdrop = None if backdrop is None else backdrop[y0:y1, x0:x1]
         self._sprites: dict[tuple[int, int], Sprite] = {}
         self._drawing = -1
         self._comp = background
@@ -95,16 +141,16 @@ class _ShotPainter:
     def _sprite(self, slot: int, pose: int) -> Sprite:
         key = (slot, pose)
         if key not in self._sprites:
-            ch = self.shot.characters[slot]
-            self._sprites[key] = draw_character(
-                self.plan.cast[ch.character_id], ch.poses[pose], ch.px_per_unit, crop_bottom=ch.crop_bottom
-            )
+            self._sprites[key] = self.art.sprite(self.shot.characters[slot], pose)
         return self._sprites[key]
 
     def _compose(self, d: int) -> None:
+        switch = self.shot.switch
+        background = self.backdrop if switch is not None and d >= switch.drawing else self.background
         if not self.shot.characters:
-            return  # the bare background and an empty label map
-        comp = self.background.copy()
+            self._comp = background  # the bare background and an empty label map
+            return
+        comp = background.copy()
         labels = np.zeros(comp.shape[:2], np.uint8)
         ox, oy = self.offset
         for slot, ch in enumerate(self.shot.characters):
@@ -140,7 +186,7 @@ class _ShotPainter:
         return self._out
 
 
-def background_plate(plan: EpisodePlan, shot_index: int, frame: int) -> np.ndarray:
+def background_plate(plan: EpisodePlan, shot_index: int, frame: int, art: EpisodeArt | None = None) -> np.ndarray:
     """The shot's picture at episode ``frame`` without its characters: (H, W, 3) uint8.
 
     Same set, same camera; before transitions, flashes and subtitles. Useful as a clean
@@ -151,7 +197,9 @@ def background_plate(plan: EpisodePlan, shot_index: int, frame: int) -> np.ndarr
         raise ValueError(
             f"frame {frame} is outside shot {shot_index}'s content [{shot.content_start}, {shot.content_end})"
         )
-    painter = _ShotPainter(plan, replace(shot, characters=()), paint_set(plan.sets[shot.set_id]))
+    art = GeneratedArt(plan) if art is None else art
+    backdrop = art.background(shot.switch.set_id) if shot.switch is not None else None
+    painter = _ShotPainter(plan, replace(shot, characters=()), art.background(shot.set_id), art, backdrop)
     return painter.picture(frame)[0]
 
 
@@ -176,8 +224,15 @@ def _draw_subtitle(rgb: np.ndarray, text: str) -> np.ndarray:
     return out
 
 
-def render_frames(plan: EpisodePlan) -> Iterator[RenderedFrame]:
-    """Every frame of the episode, in order, with the label map its masks come from."""
+def _sets_of(shot: ShotPlan) -> list[int]:
+    """The sets a shot shows: its own and its background switch's."""
+    return [shot.set_id] + ([shot.switch.set_id] if shot.switch is not None else [])
+
+
+def render_frames(plan: EpisodePlan, art: EpisodeArt | None = None) -> Iterator[RenderedFrame]:
+    """Every frame of the episode, in order, with the label map its masks come from
+    (pictures from ``art``, default the plan's generated ones)."""
+    art = GeneratedArt(plan) if art is None else art
     h, w = plan.height, plan.width
     black = np.zeros((h, w, 3), np.uint8)
     white = np.full((h, w, 3), 255, np.uint8)
@@ -197,12 +252,17 @@ def render_frames(plan: EpisodePlan) -> Iterator[RenderedFrame]:
         for j, _ in layers:
             if j not in painters:
                 shot = plan.shots[j]
-                if shot.set_id not in backgrounds:
-                    backgrounds[shot.set_id] = paint_set(plan.sets[shot.set_id])
-                painters[j] = _ShotPainter(plan, shot, backgrounds[shot.set_id])
+                for set_id in _sets_of(shot):
+                    if set_id not in backgrounds:
+                        backgrounds[set_id] = art.background(set_id)
+                backdrop = backgrounds[shot.switch.set_id] if shot.switch is not None else None
+                painters[j] = _ShotPainter(plan, shot, backgrounds[shot.set_id], art, backdrop)
             pictures[j] = painters[j].picture(f)
+            occlusion = plan.shots[j].occlusion
+            if occlusion is not None and occlusion.start <= f < occlusion.end:
+                pictures[j] = cover(*pictures[j], occlusion, f)
         if len(backgrounds) > MAX_CACHED_SETS:  # forget the oldest sets no shot on screen uses
-            in_use = {plan.shots[j].set_id for j in painters}
+            in_use = {i for j in painters for i in _sets_of(plan.shots[j])}
             for sid in [s for s in backgrounds if s not in in_use][: len(backgrounds) - MAX_CACHED_SETS]:
                 del backgrounds[sid]
 
@@ -244,8 +304,10 @@ def generate_episode(
     width: int = 640,
     height: int = 360,
     fps: Fraction = Fraction(24000, 1001),
+    hard_cases: bool = False,
 ) -> Truth:
-    """Render a synthetic episode with ground truth into ``out_dir``.
+    """Render a synthetic episode with ground truth into ``out_dir`` (``hard_cases``: with
+    the editing that fools shot detectors, :mod:`celmask.tasks.synth.edits`).
 
     The episode has ``round(duration * fps)`` frames. Writes ``episode.mp4`` (H.264,
     yuv420p, crf 18, a keyframe at least every 2 s), ``masks.parquet`` and, last,
@@ -255,12 +317,28 @@ def generate_episode(
     mp4 bytes with the same ffmpeg build).
     """
     fps = Fraction(fps)
+    frame_count = episode_frames(duration, fps)
+    plan = plan_episode(seed, frame_count=frame_count, width=width, height=height, fps=fps, hard_cases=hard_cases)
+    return write_episode(out_dir, plan)
+
+
+def episode_frames(duration: float, fps: Fraction) -> int:
+    """``round(duration * fps)``, checked to be at least one frame."""
     if duration <= 0 or fps <= 0:
         raise ValueError(f"duration and fps must be > 0, got duration={duration}, fps={fps}")
     frame_count = int(round(Fraction(duration) * fps))
     if frame_count < 1:
         raise ValueError(f"duration={duration} s at {fps} fps gives no frames")
-    plan = plan_episode(seed, frame_count=frame_count, width=width, height=height, fps=fps)
+    return frame_count
+
+
+def write_episode(
+    out_dir: str | Path, plan: EpisodePlan, art: EpisodeArt | None = None, extra: dict[str, bytes] | None = None
+) -> Truth:
+    """Render ``plan`` with ``art`` (default: its generated sets and characters) into
+    ``out_dir`` as :func:`generate_episode` describes; ``extra`` files (name -> bytes)
+    are written just before ``truth.json``, so they too exist only for a complete episode."""
+    width, height, fps, frame_count = plan.width, plan.height, plan.fps, plan.frame_count
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     truth_path = out / TRUTH_NAME
@@ -276,7 +354,7 @@ def generate_episode(
     masks = MaskWriter(tmp_masks)
     try:
         with FfmpegWriter(tmp_video, width, height, fps) as enc:
-            for fr in render_frames(plan):
+            for fr in render_frames(plan, art):
                 enc.write(fr.rgb)
                 if fr.same_as_previous:
                     run_start = fr.index - 1 if run_start is None else run_start
@@ -315,6 +393,8 @@ def generate_episode(
     truth = _truth(plan, tracks, holds)
     os.replace(tmp_masks, out / MASKS_NAME)
     os.replace(tmp_video, out / VIDEO_NAME)
+    for name, data in (extra or {}).items():
+        write_atomic(out / name, data)
     write_atomic(truth_path, truth.to_json().encode("utf-8"))
     return truth
 
@@ -373,6 +453,7 @@ def _truth(plan: EpisodePlan, tracks: dict[int, dict[int, list[int]]], holds: li
                 set_id=s.set_id,
                 n_drawings=len(s.drawings),
                 subtitle_spans=tuple((x.start, x.end) for x in s.subtitles),
+                edit=s.edit,
                 tracks=track_list,
             )
         )
@@ -386,4 +467,7 @@ def _truth(plan: EpisodePlan, tracks: dict[int, dict[int, list[int]]], holds: li
         shots=tuple(shots),
         flashes=flashes,
         holds=tuple(holds),
+        hard_cases=plan.hard_cases,
+        occlusions=tuple((s.occlusion.start, s.occlusion.end) for s in plan.shots if s.occlusion is not None),
+        switches=tuple(s.content_start + s.drawings[s.switch.drawing] for s in plan.shots if s.switch is not None),
     )

@@ -2,14 +2,17 @@
 
 An episode directory is complete only when its ``truth.json`` exists (the
 generator writes it last), so a directory left by an interrupted run is simply
-generated again.
+generated again. A real-art episode (``art``) is reused only when its ``art.json``
+names the same art folder and split.
 """
 
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 from pathlib import Path
 
+from celmask.tasks.synth.realepisode import ART_NAME, art_source, generate_art_episode
 from celmask.tasks.synth.render import generate_episode
 from celmask.tasks.synth.truth import TRUTH_NAME, Truth, load_truth
 
@@ -24,15 +27,42 @@ def ensure_episode(
     width: int = 640,
     height: int = 360,
     fps: Fraction = DEFAULT_FPS,
+    art: str | Path | None = None,
+    art_split: str | None = None,
+    split_seed: int = 0,
+    hard_cases: bool = False,
 ) -> Path:
     """Return ``out_dir`` holding the episode of these arguments, generating it
-    unless a complete one with the same seed, size, rate and length is there."""
+    unless a complete one with the same seed, size, rate, length and ``hard_cases`` is there; with
+    ``art``, the real-art episode (:func:`~celmask.tasks.synth.realepisode.generate_art_episode`)."""
+    if art is not None and hard_cases:
+        raise ValueError("hard_cases are planned for generated episodes only, not with art")
     out = Path(out_dir)
+    source = None if art is None else art_source(art, art_split, split_seed)
     if (out / TRUTH_NAME).is_file():
         truth = load_truth(out)
-        if _matches(truth, seed, duration, width, height, Fraction(fps)):
+        recorded = json.loads((out / ART_NAME).read_text())["source"] if (out / ART_NAME).is_file() else None
+        if (
+            _matches(truth, seed, duration, width, height, Fraction(fps))
+            and recorded == source
+            and truth.hard_cases == hard_cases
+        ):
             return out
-    generate_episode(out, seed=seed, duration=duration, width=width, height=height, fps=fps)
+    (out / ART_NAME).unlink(missing_ok=True)
+    if art is None:
+        generate_episode(out, seed=seed, duration=duration, width=width, height=height, fps=fps, hard_cases=hard_cases)
+    else:
+        generate_art_episode(
+            out,
+            art,
+            seed=seed,
+            duration=duration,
+            width=width,
+            height=height,
+            fps=fps,
+            split=art_split,
+            split_seed=split_seed,
+        )
     return out
 
 

@@ -103,6 +103,8 @@ class EpisodeTruthShot:
     n_drawings: int
     subtitle_spans: tuple[tuple[int, int], ...]
     tracks: tuple[EpisodeTruthTrack, ...]
+    edit: str = ""
+    """Hard cases only: "cut-in", "cut-out" or "jump" when it goes on from the shot before in the same set."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,13 @@ class Truth:
     holds: tuple[tuple[int, int], ...]
     """Runs ``[start, end)`` of >= 2 consecutive identical frames (as rendered)."""
     version: int = TRUTH_VERSION
+    hard_cases: bool = False
+    """Generated with the editing that fools shot detectors (celmask.tasks.synth.edits); the
+    keys below and ``EpisodeTruthShot.edit`` are in ``truth.json`` only then."""
+    occlusions: tuple[tuple[int, int], ...] = ()
+    """Frames ``[start, end)`` an object crosses in front of the camera (no shot boundary)."""
+    switches: tuple[int, ...] = ()
+    """Frames where the background switches behind a close-up (no shot boundary)."""
 
     def __post_init__(self) -> None:
         pos = 0
@@ -180,6 +189,7 @@ def _truth_dict(t: Truth) -> dict[str, Any]:
                 "set_id": s.set_id,
                 "n_drawings": s.n_drawings,
                 "subtitle_spans": [list(x) for x in s.subtitle_spans],
+                **({"edit": s.edit} if t.hard_cases else {}),
                 "tracks": [
                     {
                         "track_id": r.track_id,
@@ -195,6 +205,11 @@ def _truth_dict(t: Truth) -> dict[str, Any]:
         ],
         "flashes": [{"frame": f.frame, "kind": f.kind} for f in t.flashes],
         "holds": [list(h) for h in t.holds],
+        **(
+            {"hard_cases": True, "occlusions": [list(o) for o in t.occlusions], "switches": list(t.switches)}
+            if t.hard_cases
+            else {}
+        ),
     }
 
 
@@ -220,6 +235,7 @@ def truth_from_dict(d: dict[str, Any]) -> Truth:
             n_drawings=s["n_drawings"],
             subtitle_spans=tuple((a, b) for a, b in s["subtitle_spans"]),
             tracks=tuple(EpisodeTruthTrack(**r) for r in s["tracks"]),
+            edit=s.get("edit", ""),
         )
         for s in d["shots"]
     )
@@ -233,6 +249,9 @@ def truth_from_dict(d: dict[str, Any]) -> Truth:
         flashes=tuple(EpisodeTruthFlash(f["frame"], f["kind"]) for f in d["flashes"]),
         holds=tuple((a, b) for a, b in d["holds"]),
         version=d["version"],
+        hard_cases=d.get("hard_cases", False),
+        occlusions=tuple((a, b) for a, b in d.get("occlusions", ())),
+        switches=tuple(d.get("switches", ())),
     )
 
 

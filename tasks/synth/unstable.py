@@ -38,8 +38,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from celmask.tasks.core.atomic import write_atomic
-from celmask.tasks.eval.masks import region_j
 from celmask.tasks.core.rle import encode_mask
+from celmask.tasks.eval.masks import region_j
 from celmask.tasks.synth.seeding import child_rng
 from celmask.tasks.synth.truth import MASKS_NAME, MIN_VISIBLE_PIXELS, iter_truth_masks, load_truth
 
@@ -265,7 +265,12 @@ def _perturb(mask: np.ndarray, rng: np.random.Generator, config: UnstableConfig,
     y0, y1, x0, x1 = max(0, y - margin), min(height, y + bh + margin), max(0, x - margin), min(width, x + bw + margin)
     top, left = margin - (y - y0), margin - (x - x0)
     crop = cv2.copyMakeBorder(
-        mask[y0:y1, x0:x1].view(np.uint8), top, margin - (y1 - y - bh), left, margin - (x1 - x - bw), cv2.BORDER_REPLICATE
+        mask[y0:y1, x0:x1].view(np.uint8),
+        top,
+        margin - (y1 - y - bh),
+        left,
+        margin - (x1 - x - bw),
+        cv2.BORDER_REPLICATE,
     )
     inside = cv2.distanceTransform(crop, cv2.DIST_L2, 3)
     outside = cv2.distanceTransform(1 - crop, cv2.DIST_L2, 3)

@@ -24,7 +24,10 @@ def drawing(x: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def track(masks, scores) -> list[Instances]:
-    return [Instances.from_masks(m[None], score=np.array([s], np.float32), track_id=np.zeros(1, np.int32)) for m, s in zip(masks, scores)]
+    return [
+        Instances.from_masks(m[None], score=np.array([s], np.float32), track_id=np.zeros(1, np.int32))
+        for m, s in zip(masks, scores)
+    ]
 
 
 def test_the_score_avoids_the_confident_dilated_mask_that_confidence_picks():

@@ -10,8 +10,8 @@ import numpy as np
 
 from celmask.models.propagators.optical_flow import OpticalFlowConfig, OpticalFlowPropagator
 from celmask.tasks.core.instances import Instances
-from celmask.tasks.segment.keyframes import score_candidates
 from celmask.tasks.core.masks import mask_iou
+from celmask.tasks.segment.keyframes import score_candidates
 from celmask.tasks.segment.propagate import PropagationConfig, propagate_track
 
 H, W = 180, 320
@@ -30,7 +30,8 @@ def drawing(x: int, y: int = 60) -> tuple[np.ndarray, np.ndarray]:
 
 def tracked(masks: list[np.ndarray | None]) -> list[Instances]:
     return [
-        Instances.empty(H, W) if m is None
+        Instances.empty(H, W)
+        if m is None
         else Instances.from_masks(m[None], score=np.array([0.9], np.float32), track_id=np.zeros(1, np.int32))
         for m in masks
     ]
@@ -39,7 +40,9 @@ def tracked(masks: list[np.ndarray | None]) -> list[Instances]:
 def run(images, observed, **config):
     inst = tracked(observed)
     candidates = score_candidates(images, list(range(len(images))), inst)[0]
-    return propagate_track(OpticalFlowPropagator(OpticalFlowConfig()), images, inst, candidates, "score", PropagationConfig(**config))
+    return propagate_track(
+        OpticalFlowPropagator(OpticalFlowConfig()), images, inst, candidates, "score", PropagationConfig(**config)
+    )
 
 
 def test_carried_back_from_late_detections_but_only_extend_drawings():

@@ -1,6 +1,6 @@
 """Tracks: overlap carries a character from drawing to drawing, colour keeps two
-crossing characters apart and re-attaches one after a gap, one-drawing false
-positives are dropped."""
+crossing characters apart and re-attaches one after a gap, every detection gets a
+track (which tracks are kept: tests/segment/test_evidence.py)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,12 @@ def scene(objects: list[tuple[tuple[int, int, int], int, int]]) -> tuple[np.ndar
 def ids_by_colour(images, out) -> list[dict[tuple[int, ...], int]]:
     rows = []
     for image, inst in zip(images, out):
-        rows.append({tuple(int(c) for c in image[inst.mask[i]].mean(0).round()): int(inst.track_id[i]) for i in range(len(inst))})
+        rows.append(
+            {
+                tuple(int(c) for c in image[inst.mask[i]].mean(0).round()): int(inst.track_id[i])
+                for i in range(len(inst))
+            }
+        )
     return rows
 
 
@@ -53,7 +58,11 @@ def test_crossing_objects_are_kept_apart_by_colour():
 
 
 def test_reappearance_after_a_gap_continues_the_track_and_a_long_absence_does_not():
-    frames = [scene([(RED, 40, 40)]) for _ in range(3)] + [scene([]) for _ in range(4)] + [scene([(RED, 70, 40)]) for _ in range(3)]
+    frames = (
+        [scene([(RED, 40, 40)]) for _ in range(3)]
+        + [scene([]) for _ in range(4)]
+        + [scene([(RED, 70, 40)]) for _ in range(3)]
+    )
     images, dets = zip(*frames)
     out = assign_tracks(list(images), list(dets), TrackConfig(max_gap=5))
     assert {int(i) for inst in out for i in inst.track_id} == {0}
@@ -61,13 +70,10 @@ def test_reappearance_after_a_gap_continues_the_track_and_a_long_absence_does_no
     assert {int(i) for inst in out for i in inst.track_id} == {0, 1}
 
 
-def test_one_drawing_false_positives_are_dropped_but_a_one_drawing_shot_keeps_its_tracks():
+def test_every_detection_gets_a_track_numbered_in_order_of_first_appearance():
     frames = [scene([(RED, 10 + 5 * t, 20)] + ([(BLUE, 150, 80)] if t == 2 else [])) for t in range(5)]
     images, dets = zip(*frames)
-    out = assign_tracks(list(images), list(dets))
-    assert [len(i) for i in out] == [1, 1, 1, 1, 1]
-    image, det = scene([(RED, 10, 20), (BLUE, 150, 80)])
-    assert sorted(assign_tracks([image], [det])[0].track_id.tolist()) == [0, 1]
+    assert [i.track_id.tolist() for i in assign_tracks(list(images), list(dets))] == [[0], [0], [0, 1], [0], [0]]
 
 
 def test_no_detections_and_mismatched_inputs():

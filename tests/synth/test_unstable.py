@@ -87,7 +87,8 @@ def test_most_confident_frame_is_not_always_the_best(detections):
     tracks = np.array(table["true_track_id"])
     score, quality = np.array(table["score"]), np.array(table["quality"])
     disagree = [
-        t for t in set(tracks[tracks >= 0].tolist())
+        t
+        for t in set(tracks[tracks >= 0].tolist())
         if quality[tracks == t][np.argmax(score[tracks == t])] < quality[tracks == t].max()
     ]
     assert disagree
