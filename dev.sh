@@ -6,7 +6,8 @@
 #   ./dev.sh setup          set up only
 # Set-up is idempotent: the environment lives in .venv/ and is reinstalled only
 # when pyproject.toml changes; ffmpeg is installed from Debian when missing, and for
-# the tests Chromium too (the QC report is checked in a headless browser).
+# the tests Chromium too (the QC report is checked in a headless browser) and PostgreSQL
+# (a Prefect server on it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -41,6 +42,17 @@ ensure_chromium() {
         apt_install chromium " (the QC report test opens it headless)"
     else
         say "chromium: not installed; the QC report browser test will skip (Debian: sudo apt-get install chromium)"
+    fi
+}
+
+ensure_postgresql() {  # Debian's server binaries (initdb, postgres) live off PATH, in /usr/lib/postgresql/N/bin
+    if command -v initdb >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+        return
+    fi
+    if can_apt; then
+        apt_install postgresql " (the deployed tests run a Prefect server on PostgreSQL)"
+    else
+        say "postgresql: not installed; the PostgreSQL-backed Prefect test will skip (Debian: sudo apt-get install postgresql)"
     fi
 }
 
@@ -88,6 +100,6 @@ case "$job" in
     setup) ensure_ffmpeg; ensure_venv ;;
     lint)  ensure_venv; say "checking style and import layering"; lint ;;
     demo)  ensure_ffmpeg; ensure_venv; say "running: celmask demo $*"; exec .venv/bin/celmask demo "$@" ;;
-    test)  ensure_ffmpeg; ensure_chromium; ensure_venv; say "running: pytest $*"; exec .venv/bin/python -m pytest "$@" ;;
+    test)  ensure_ffmpeg; ensure_chromium; ensure_postgresql; ensure_venv; say "running: pytest $*"; exec .venv/bin/python -m pytest "$@" ;;
     *)     die "usage: ./dev.sh demo | test [pytest args] | lint | setup" ;;
 esac

@@ -55,8 +55,13 @@ def labelled(detector: YoloDetector) -> dict[str, float]:
         best.append(max(ious, default=0.0))
         counts.append(len(ious))
         stray.append(sum(v < 0.1 for v in ious))
-    return {"frames": len(names), "best_iou": statistics.fmean(best), "instances": statistics.fmean(counts),
-            "stray": statistics.fmean(stray), "missed": sum(b < 0.5 for b in best)}
+    return {
+        "frames": len(names),
+        "best_iou": statistics.fmean(best),
+        "instances": statistics.fmean(counts),
+        "stray": statistics.fmean(stray),
+        "missed": sum(b < 0.5 for b in best),
+    }
 
 
 def unlabelled(detector: YoloDetector) -> dict[str, float]:
@@ -75,17 +80,23 @@ def main() -> None:
     parser.add_argument("--conf", type=float, default=default_conf)
     args = parser.parse_args()
     if not TOMJERRY.is_dir() or not FRAMES.is_dir():
-        raise SystemExit(f"bench/detector.py: {SHARED} lacks realdata/ or realart/frames/; put ../shared beside the checkout")
+        raise SystemExit(
+            f"bench/detector.py: {SHARED} lacks realdata/ or realart/frames/; put ../shared beside the checkout"
+        )
     print(f"imgsz {args.imgsz}, conf {args.conf}")
-    print(f"{'weights':<28} {'T&J best IoU':>12} {'inst/frame':>10} {'stray/frame':>11} {'missed':>6}   "
-          f"{'real frames: inst/frame':>23} {'empty':>5} {'s':>5}")
+    print(
+        f"{'weights':<28} {'T&J best IoU':>12} {'inst/frame':>10} {'stray/frame':>11} {'missed':>6}   "
+        f"{'real frames: inst/frame':>23} {'empty':>5} {'s':>5}"
+    )
     for weights in args.weights:
         start = time.perf_counter()
         detector = YoloDetector(YoloConfig(weights, imgsz=args.imgsz, conf=args.conf, device="cpu"))
         a, b = labelled(detector), unlabelled(detector)
-        print(f"{Path(weights).parent.name + '/' + Path(weights).name:<28} {a['best_iou']:>12.3f} {a['instances']:>10.2f} "
-              f"{a['stray']:>11.2f} {a['missed']:>3}/{a['frames']:<2}   {b['instances']:>23.2f} {b['empty']:>2}/{b['frames']:<2} "
-              f"{time.perf_counter() - start:>5.0f}")
+        print(
+            f"{Path(weights).parent.name + '/' + Path(weights).name:<28} {a['best_iou']:>12.3f} {a['instances']:>10.2f} "
+            f"{a['stray']:>11.2f} {a['missed']:>3}/{a['frames']:<2}   {b['instances']:>23.2f} {b['empty']:>2}/{b['frames']:<2} "
+            f"{time.perf_counter() - start:>5.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -39,17 +39,17 @@ from pycocotools import mask as mask_util  # noqa: E402
 from celmask.models.detectors.yolo import FileDetector  # noqa: E402
 from celmask.tasks.core.config import load_config  # noqa: E402
 from celmask.tasks.core.instances import Instances  # noqa: E402
-from celmask.tasks.segment.keyframes import Candidate  # noqa: E402
+from celmask.tasks.core.rle import decode_mask, encode_mask  # noqa: E402
+from celmask.tasks.core.types import Shot  # noqa: E402
 from celmask.tasks.manifest.schema import dataset, iter_masks, shot_files  # noqa: E402
 from celmask.tasks.manifest.write import finalize_episode, upscale_mask, write_episode_table, write_shot  # noqa: E402
-from celmask.tasks.core.rle import decode_mask, encode_mask  # noqa: E402
-from celmask.tasks.segment.shot import ShotSegmentation, segment_shot  # noqa: E402
 from celmask.tasks.segment.config import SegmentConfig  # noqa: E402
+from celmask.tasks.segment.keyframes import Candidate  # noqa: E402
 from celmask.tasks.segment.model_sets import build_models  # noqa: E402
+from celmask.tasks.segment.shot import ShotSegmentation, segment_shot  # noqa: E402
 from celmask.tasks.synth import load_truth  # noqa: E402
 from celmask.tasks.synth.suite import ensure_episode  # noqa: E402
 from celmask.tasks.synth.unstable import UnstableConfig, write_unstable_detections  # noqa: E402
-from celmask.tasks.core.types import Shot  # noqa: E402
 from celmask.tasks.video import probe  # noqa: E402
 
 WORK = (540, 960)
@@ -81,9 +81,16 @@ def synth_shot(index: int, start: int, frames: int, rng: np.random.Generator) ->
     n_drawings = int(drawing[-1]) + 1
     first_frame = [start + int(np.argmax(drawing == d)) for d in range(n_drawings)]
     chars = [
-        dict(x=rng.uniform(150, 810), y=rng.uniform(200, 400), vx=rng.uniform(-6, 6), vy=rng.uniform(-2, 2),
-             scale=rng.uniform(0.6, 1.6), first=int(rng.integers(0, n_drawings // 8 + 1)),
-             last=int(rng.integers(7 * n_drawings // 8, n_drawings + 1)), key=0)
+        dict(
+            x=rng.uniform(150, 810),
+            y=rng.uniform(200, 400),
+            vx=rng.uniform(-6, 6),
+            vy=rng.uniform(-2, 2),
+            scale=rng.uniform(0.6, 1.6),
+            first=int(rng.integers(0, n_drawings // 8 + 1)),
+            last=int(rng.integers(7 * n_drawings // 8, n_drawings + 1)),
+            key=0,
+        )
         for _ in range(int(rng.integers(1, 6)))
     ]
     for c in chars:
@@ -95,18 +102,38 @@ def synth_shot(index: int, start: int, frames: int, rng: np.random.Generator) ->
         for m, (_, c) in zip(masks, present):
             character(m, c["x"] + c["vx"] * d, c["y"] + c["vy"] * d, c["scale"], 0.5 * d)
         key = np.array([c["key"] for _, c in present], np.int64)
-        instances.append(Instances.from_masks(
-            masks.astype(bool), score=rng.uniform(0.3, 1.0, len(present)).astype(np.float32),
-            track_id=np.array([t for t, _ in present], np.int32),
-            data={"source": np.where(key == d, 0, rng.integers(1, 3, len(present))).astype(np.int8),
-                  "keyframe_frame": np.array([first_frame[k] for k in key], np.int64), "is_keyframe": key == d},
-        ))
+        instances.append(
+            Instances.from_masks(
+                masks.astype(bool),
+                score=rng.uniform(0.3, 1.0, len(present)).astype(np.float32),
+                track_id=np.array([t for t, _ in present], np.int32),
+                data={
+                    "source": np.where(key == d, 0, rng.integers(1, 3, len(present))).astype(np.int8),
+                    "keyframe_frame": np.array([first_frame[k] for k in key], np.int64),
+                    "is_keyframe": key == d,
+                },
+            )
+        )
     frame_indices = np.arange(start, start + frames, dtype=np.int64)
-    keyframes = {t: [Candidate(t, c["key"], first_frame[c["key"]], 0.8, {"confidence": 0.9, "quality": 0.7})]
-                 for t, c in enumerate(chars) if c["first"] < c["last"]}
+    keyframes = {
+        t: [Candidate(t, c["key"], first_frame[c["key"]], 0.8, {"confidence": 0.9, "quality": 0.7})]
+        for t, c in enumerate(chars)
+        if c["first"] < c["last"]
+    }
     shot = Shot(index, start, start + frames, start / FPS, (start + frames) / FPS)
-    return ShotSegmentation(shot, frame_indices, frame_indices / FPS, drawing, instances, WORK, SOURCE,
-                            keyframes, keyframes, {"detector": "bench"}, {})
+    return ShotSegmentation(
+        shot,
+        frame_indices,
+        frame_indices / FPS,
+        drawing,
+        instances,
+        WORK,
+        SOURCE,
+        keyframes,
+        keyframes,
+        {"detector": "bench"},
+        {},
+    )
 
 
 def upscaling_table(shapes: int = 12) -> None:
@@ -114,7 +141,9 @@ def upscaling_table(shapes: int = 12) -> None:
     rng = np.random.default_rng(5)
     methods = {
         "nearest": lambda s: cv2.resize(s.view(np.uint8), SOURCE[::-1], interpolation=cv2.INTER_NEAREST) > 0,
-        "bilinear >= 0.5": lambda s: cv2.resize(s.astype(np.float32), SOURCE[::-1], interpolation=cv2.INTER_LINEAR) >= 0.5,
+        "bilinear >= 0.5": lambda s: (
+            cv2.resize(s.astype(np.float32), SOURCE[::-1], interpolation=cv2.INTER_LINEAR) >= 0.5
+        ),
         "celmask (smoothed)": lambda s: upscale_mask(s, SOURCE),
     }
     scores = {name: [] for name in methods}
@@ -144,8 +173,12 @@ def segmented_share(cache: Path) -> None:
         full = episode / "detections-1080p.parquet"
         write_unstable_detections(episode, full, seed=0, config=UnstableConfig(level=0.5))
         table = pq.read_table(full, columns=list(FileDetector.COLUMNS))
-        small = [encode_mask(cv2.resize(decode_mask(c, *SOURCE).astype(np.float32), WORK[::-1], interpolation=cv2.INTER_AREA) >= 0.5)[0]
-                 for c in table.column("mask_rle").to_pylist()]
+        small = [
+            encode_mask(
+                cv2.resize(decode_mask(c, *SOURCE).astype(np.float32), WORK[::-1], interpolation=cv2.INTER_AREA) >= 0.5
+            )[0]
+            for c in table.column("mask_rle").to_pylist()
+        ]
         table = table.set_column(3, "height", pa.array([WORK[0]] * len(small), pa.int32()))
         table = table.set_column(4, "width", pa.array([WORK[1]] * len(small), pa.int32()))
         pq.write_table(table.set_column(5, "mask_rle", pa.array(small)), detections)
@@ -160,10 +193,16 @@ def segmented_share(cache: Path) -> None:
             seg = segment_shot(episode / "episode.mp4", Shot(s.index, s.start, s.end, 0.0, 0.0), config, models=models)
             t1 = time.perf_counter()
             rows += write_shot(Path(out) / "ep", seg, config, fingerprint).rows
-            segment_s, write_s, frames = segment_s + t1 - t0, write_s + time.perf_counter() - t1, frames + s.end - s.start
-    print(f"\nreal shots: a generated {SOURCE[1]}x{SOURCE[0]} episode, {frames} frames, {rows} rows: segment_shot "
-          f"{1000 * segment_s / frames:.0f} ms per frame, writing the manifest {1000 * write_s / frames:.1f} ms per frame "
-          f"= {100 * write_s / (segment_s + write_s):.1f}% of the shots' time (CPU, {config.propagator} + {config.refiner})")
+            segment_s, write_s, frames = (
+                segment_s + t1 - t0,
+                write_s + time.perf_counter() - t1,
+                frames + s.end - s.start,
+            )
+    print(
+        f"\nreal shots: a generated {SOURCE[1]}x{SOURCE[0]} episode, {frames} frames, {rows} rows: segment_shot "
+        f"{1000 * segment_s / frames:.0f} ms per frame, writing the manifest {1000 * write_s / frames:.1f} ms per frame "
+        f"= {100 * write_s / (segment_s + write_s):.1f}% of the shots' time (CPU, {config.propagator} + {config.refiner})"
+    )
 
 
 def main() -> None:
@@ -218,15 +257,25 @@ def main() -> None:
         mask_util.decode({"size": list(SOURCE), "counts": counts})
     coco_s = time.perf_counter() - t0
 
-    print(f"episode: {args.minutes:g} min, {total} frames at {FPS} fps, {len(summaries)} shots, {rows} rows "
-          f"({rows / total:.2f} characters per frame), {drawings} distinct masks (drawings x characters); "
-          f"masks computed at {WORK[1]}x{WORK[0]}, written at {SOURCE[1]}x{SOURCE[0]}")
-    print(f"write:    {write_s:6.1f} s  {rows / write_s:8.0f} rows/s  {drawings / write_s:6.0f} masks encoded/s  "
-          f"{1000 * write_s / total:.2f} ms per frame (slowest shot {1000 * slowest:.2f})   [synthesising the masks: {synth_s:.1f} s]")
-    print(f"size:     {size / 2**20:6.1f} MiB  {size / rows:6.0f} bytes per row  {size / drawings:6.0f} bytes per distinct mask")
+    print(
+        f"episode: {args.minutes:g} min, {total} frames at {FPS} fps, {len(summaries)} shots, {rows} rows "
+        f"({rows / total:.2f} characters per frame), {drawings} distinct masks (drawings x characters); "
+        f"masks computed at {WORK[1]}x{WORK[0]}, written at {SOURCE[1]}x{SOURCE[0]}"
+    )
+    print(
+        f"write:    {write_s:6.1f} s  {rows / write_s:8.0f} rows/s  {drawings / write_s:6.0f} masks encoded/s  "
+        f"{1000 * write_s / total:.2f} ms per frame (slowest shot {1000 * slowest:.2f})   [synthesising the masks: {synth_s:.1f} s]"
+    )
+    print(
+        f"size:     {size / 2**20:6.1f} MiB  {size / rows:6.0f} bytes per row  {size / drawings:6.0f} bytes per distinct mask"
+    )
     print(f"read:     {read_s:6.1f} s  {rows / read_s:8.0f} rows/s (every column, dataset().to_table())")
-    print(f"masks:    {iter_s:6.1f} s  {yielded / iter_s:8.0f} masks/s from iter_masks over {yielded} rows (held frames decoded once)")
-    print(f"decode:   {len(sample) / decode_s:8.0f} masks/s celmask decode_mask, {len(coco) / coco_s:.0f} masks/s pycocotools.mask.decode, at 1080p")
+    print(
+        f"masks:    {iter_s:6.1f} s  {yielded / iter_s:8.0f} masks/s from iter_masks over {yielded} rows (held frames decoded once)"
+    )
+    print(
+        f"decode:   {len(sample) / decode_s:8.0f} masks/s celmask decode_mask, {len(coco) / coco_s:.0f} masks/s pycocotools.mask.decode, at 1080p"
+    )
     print(f"validate: {validate_s:6.1f} s  (finalize_episode checks every shot file and RLE)")
     upscaling_table()
     if not args.no_segment:

@@ -41,7 +41,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,9 +58,9 @@ def plain(video: Path, out: Path, workers: int) -> None:
 
     from celmask.tasks.run.finish import finish_episode
     from celmask.tasks.run.plan import plan_episode
+    from celmask.tasks.run.shot import run_shot
     from celmask.tasks.segment.config import SegmentConfig
     from celmask.tasks.segment.model_sets import preload_models
-    from celmask.tasks.run.shot import run_shot
 
     episode_dir = out / video.stem
     plan, _ = plan_episode(video, episode_dir, {})
@@ -94,8 +94,12 @@ def _timed(cmd: list[str], env: dict[str, str], shots: Callable[[str], tuple[flo
         sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     stolen = (_steal_ticks() - steal) / os.sysconf("SC_CLK_TCK")
     first, last = shots(done.stdout)
-    return Timing(seconds, _children_cpu() - cpu, stolen / (seconds * (os.cpu_count() or 1)),
-                  (first - epoch, last - first, seconds - (last - epoch)))
+    return Timing(
+        seconds,
+        _children_cpu() - cpu,
+        stolen / (seconds * (os.cpu_count() or 1)),
+        (first - epoch, last - first, seconds - (last - epoch)),
+    )
 
 
 def _plain_shots(stdout: str) -> tuple[float, float]:
@@ -107,10 +111,14 @@ def _run_shots(database: Path, _stdout: str) -> tuple[float, float]:
     """The latest episode flow run's shot task runs, from the Prefect database (SQLite,
     times in UTC)."""
     with contextlib.closing(sqlite3.connect(database)) as db:
-        run_id, = db.execute("SELECT id FROM flow_run WHERE name LIKE 'ep-%' ORDER BY created DESC LIMIT 1").fetchone()
-        first, last = db.execute("SELECT min(start_time), max(end_time) FROM task_run "
-                                 "WHERE flow_run_id = ? AND name LIKE 'shot-%'", (run_id,)).fetchone()
-    return tuple(datetime.fromisoformat(t).replace(tzinfo=timezone.utc).timestamp() for t in (first, last))
+        (run_id,) = db.execute(
+            "SELECT id FROM flow_run WHERE name LIKE 'ep-%' ORDER BY created DESC LIMIT 1"
+        ).fetchone()
+        first, last = db.execute(
+            "SELECT min(start_time), max(end_time) FROM task_run WHERE flow_run_id = ? AND name LIKE 'shot-%'",
+            (run_id,),
+        ).fetchone()
+    return tuple(datetime.fromisoformat(t).replace(tzinfo=UTC).timestamp() for t in (first, last))
 
 
 def _steal_ticks() -> int:
@@ -128,14 +136,18 @@ def _children_cpu() -> float:
 
 
 def _summary(what: str, shares: list[float], phases: list[list[float]]) -> None:
-    print(f"{what}: Prefect adds {statistics.median(shares):+.1f}% of the wall time "
-          f"(pairs from {min(shares):+.1f}% to {max(shares):+.1f}%); by phase, "
-          + ", ".join(f"{name} {statistics.median(d):+.1f} s" for name, d in zip(PHASES, zip(*phases))))
+    print(
+        f"{what}: Prefect adds {statistics.median(shares):+.1f}% of the wall time "
+        f"(pairs from {min(shares):+.1f}% to {max(shares):+.1f}%); by phase, "
+        + ", ".join(f"{name} {statistics.median(d):+.1f} s" for name, d in zip(PHASES, zip(*phases)))
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--video", default="out/demo/episode.mp4", help="default: the demo episode (./dev.sh demo makes it)")
+    parser.add_argument(
+        "--video", default="out/demo/episode.mp4", help="default: the demo episode (./dev.sh demo makes it)"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=4, help="pairs of runs (default 4)")
     parser.add_argument("--plain-into", help=argparse.SUPPRESS)  # the plain side, in its own process
@@ -152,35 +164,68 @@ def main() -> None:
     env.update(PREFECT_HOME=str(root / "prefect"), DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
     try:
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "from prefect.client.orchestration import get_client\n"
-                        "with get_client(sync_client=True) as c: c.hello()"],
-                       env={**env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60"}, check=True)
-        print(f"{video.name}, {args.workers} workers; a new Prefect database's first start: "
-              f"{time.perf_counter() - start:.1f} s (once per user)")
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from prefect.client.orchestration import get_client\n"
+                "with get_client(sync_client=True) as c: c.hello()",
+            ],
+            env={**env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60"},
+            check=True,
+        )
+        print(
+            f"{video.name}, {args.workers} workers; a new Prefect database's first start: "
+            f"{time.perf_counter() - start:.1f} s (once per user)"
+        )
         run_shots = functools.partial(_run_shots, root / "prefect" / "prefect.db")
         shares, phases, quiet = [], [], []
         for i in range(args.repeat):
-            plain_cmd = [sys.executable, __file__, "--video", str(video), "--workers", str(args.workers),
-                         "--plain-into", str(root / f"plain-{i}")]
-            run_cmd = [CELMASK, "run", str(video), "--out", str(root / f"run-{i}"), "--workers", str(args.workers),
-                       "--no-progress"]
+            plain_cmd = [
+                sys.executable,
+                __file__,
+                "--video",
+                str(video),
+                "--workers",
+                str(args.workers),
+                "--plain-into",
+                str(root / f"plain-{i}"),
+            ]
+            run_cmd = [
+                CELMASK,
+                "run",
+                str(video),
+                "--out",
+                str(root / f"run-{i}"),
+                "--workers",
+                str(args.workers),
+                "--no-progress",
+            ]
             if i % 2 == 0:
                 a, b = _timed(plain_cmd, env, _plain_shots), _timed(run_cmd, env, run_shots)
             else:
                 b, a = _timed(run_cmd, env, run_shots), _timed(plain_cmd, env, _plain_shots)
             shares.append(100 * (b.wall - a.wall) / b.wall)
             phases.append([y - x for x, y in zip(a.phases, b.phases)])
-            print(f"pair {i} ({'plain' if i % 2 == 0 else 'celmask run'} first): plain functions {a.wall:.1f} s, "
-                  f"celmask run {b.wall:.1f} s: Prefect adds {b.wall - a.wall:+.1f} s = {shares[-1]:+.1f}% of the wall time; "
-                  f"CPU {a.cpu:.0f} s vs {b.cpu:.0f} s ({100 * (b.cpu - a.cpu) / b.cpu:+.1f}%, the server included); "
-                  f"steal {100 * a.steal:.0f}% / {100 * b.steal:.0f}%", flush=True)
-            print("    " + "; ".join(f"{name} {x:.1f} s vs {y:.1f} s" for name, x, y in zip(PHASES, a.phases, b.phases)),
-                  flush=True)
+            print(
+                f"pair {i} ({'plain' if i % 2 == 0 else 'celmask run'} first): plain functions {a.wall:.1f} s, "
+                f"celmask run {b.wall:.1f} s: Prefect adds {b.wall - a.wall:+.1f} s = {shares[-1]:+.1f}% of the wall time; "
+                f"CPU {a.cpu:.0f} s vs {b.cpu:.0f} s ({100 * (b.cpu - a.cpu) / b.cpu:+.1f}%, the server included); "
+                f"steal {100 * a.steal:.0f}% / {100 * b.steal:.0f}%",
+                flush=True,
+            )
+            print(
+                "    " + "; ".join(f"{name} {x:.1f} s vs {y:.1f} s" for name, x, y in zip(PHASES, a.phases, b.phases)),
+                flush=True,
+            )
             quiet.append(max(a.steal, b.steal) < QUIET_STEAL)
         _summary(f"median over {len(shares)} pairs", shares, phases)
         if not all(quiet) and any(quiet):
-            _summary(f"over the {sum(quiet)} pairs with less than {QUIET_STEAL:.0%} steal",
-                     [x for x, q in zip(shares, quiet) if q], [x for x, q in zip(phases, quiet) if q])
+            _summary(
+                f"over the {sum(quiet)} pairs with less than {QUIET_STEAL:.0%} steal",
+                [x for x, q in zip(shares, quiet) if q],
+                [x for x, q in zip(phases, quiet) if q],
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

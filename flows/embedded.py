@@ -90,9 +90,26 @@ class LocalServer:
             self.log.close()
         self.log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
-            env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "prefect.server.api.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     def wait(self, timeout: float) -> None:
         """Until the server answers (on another port if its port was taken meanwhile)."""
@@ -103,8 +120,11 @@ class LocalServer:
                 self.port = _free_port()
                 self.start()
             elif status is not None:
-                raise CelmaskError(self.where, f"exited while starting ({self._last_words()})",
-                                   "fix that, or set PREFECT_API_URL to a running server")
+                raise CelmaskError(
+                    self.where,
+                    f"exited while starting ({self._last_words()})",
+                    "fix that, or set PREFECT_API_URL to a running server",
+                )
             try:
                 with _NO_PROXY.open(f"{self.url}/health", timeout=2) as response:
                     if response.status == 200:
@@ -112,8 +132,11 @@ class LocalServer:
             except OSError:  # not listening yet
                 pass
             time.sleep(0.1)
-        raise CelmaskError(self.where, f"did not answer within {timeout:.0f} s ({self._last_words()})",
-                           "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or set PREFECT_API_URL to a running server")
+        raise CelmaskError(
+            self.where,
+            f"did not answer within {timeout:.0f} s ({self._last_words()})",
+            "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or set PREFECT_API_URL to a running server",
+        )
 
     @property
     def where(self) -> str:

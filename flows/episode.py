@@ -25,6 +25,17 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+from prefect import flow, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.futures import as_completed
+from prefect.runtime import flow_run, task_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
 from celmask.flows import progress as progress_module
 from celmask.flows.progress import EpisodeProgress
 from celmask.tasks.core.config import apply
@@ -36,16 +47,6 @@ from celmask.tasks.run.plan import EpisodePlan, episode_id_of, load_plan, plan_e
 from celmask.tasks.run.shot import Faults, ShotOutcome, run_shot
 from celmask.tasks.segment.config import SegmentConfig
 from celmask.tasks.segment.model_sets import preload_models
-from prefect import flow, task
-from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
-from prefect.futures import as_completed
-from prefect.runtime import flow_run, task_run
-from prefect.task_runners import ThreadPoolTaskRunner
 
 SHOT_RETRIES = 2
 SHOT_RETRY_DELAYS = [10.0, 60.0]
@@ -113,10 +114,23 @@ def _publish_shot(episode_dir: Path, outcome: ShotOutcome) -> None:
     )
 
 
-@task(name="segment-shot", task_run_name="shot-{shot.index}", retries=SHOT_RETRIES,
-      retry_delay_seconds=SHOT_RETRY_DELAYS, retry_jitter_factor=0.5, retry_condition_fn=_retry_transient)
-def shot_task(video: str, shot: Shot, episode_dir: str, settings: dict[str, Any], faults: dict[str, Any] | None = None,
-              gpu_limit: str | None = None, force: bool = False) -> ShotOutcome:
+@task(
+    name="segment-shot",
+    task_run_name="shot-{shot.index}",
+    retries=SHOT_RETRIES,
+    retry_delay_seconds=SHOT_RETRY_DELAYS,
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_retry_transient,
+)
+def shot_task(
+    video: str,
+    shot: Shot,
+    episode_dir: str,
+    settings: dict[str, Any],
+    faults: dict[str, Any] | None = None,
+    gpu_limit: str | None = None,
+    force: bool = False,
+) -> ShotOutcome:
     """One shot, holding a slot of the ``gpu_limit`` global concurrency limit while it works."""
     injected = Faults.from_dict(faults)
     # A transient fault passes on a task retry; bad input only on a new run of the flow.
@@ -145,9 +159,16 @@ def _shot_run_name() -> str:
 
 
 @flow(name="segment-shot", flow_run_name=_shot_run_name)
-def segment_shot_flow(video: str, shot: dict[str, Any], out: str, config: dict[str, Any] | None = None,
-                 episode_id: str | None = None, faults: dict[str, Any] | None = None,
-                 gpu_limit: str | None = None, force: bool = False) -> dict[str, Any]:
+def segment_shot_flow(
+    video: str,
+    shot: dict[str, Any],
+    out: str,
+    config: dict[str, Any] | None = None,
+    episode_id: str | None = None,
+    faults: dict[str, Any] | None = None,
+    gpu_limit: str | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
     """Segment ``shot`` (a shot of the episode's plan, as a dict) of ``video`` into
     ``OUT/<episode_id>/shots/``. On a retry of this run, finish the episode again, so
     that once the last failed shot is good the episode is complete."""
@@ -178,8 +199,9 @@ class _Progress:
 
     def __init__(self, plan: EpisodePlan) -> None:
         self.state = EpisodeProgress(plan.episode_id, len(plan.shots), plan.frame_count)
-        self.artifact = create_progress_artifact(0.0, key=f"{artifact_slug(plan.episode_id)}-progress",
-                                                 description=f"ep-{plan.episode_id}: shots done")
+        self.artifact = create_progress_artifact(
+            0.0, key=f"{artifact_slug(plan.episode_id)}-progress", description=f"ep-{plan.episode_id}: shots done"
+        )
         self.listener = progress_module.listener.get()
         if self.listener:
             self.listener(self.state)
@@ -191,8 +213,14 @@ class _Progress:
             self.listener(self.state)
 
 
-def _run_local(plan: EpisodePlan, episode_dir: Path, settings: dict[str, Any], faults: dict[str, Any] | None,
-               workers: int, progress: _Progress) -> None:
+def _run_local(
+    plan: EpisodePlan,
+    episode_dir: Path,
+    settings: dict[str, Any],
+    faults: dict[str, Any] | None,
+    workers: int,
+    progress: _Progress,
+) -> None:
     """Shots as tasks on a local thread pool."""
     # Ultralytics is imported before threads race to import it.
     preload_models(apply(SegmentConfig(), settings))
@@ -203,8 +231,12 @@ def _run_local(plan: EpisodePlan, episode_dir: Path, settings: dict[str, Any], f
     try:
         with ThreadPoolTaskRunner(max_workers=workers + 1) as runner:
             futures = {
-                runner.submit(shot_task, parameters=dict(video=plan.video, shot=shot, episode_dir=str(episode_dir),
-                                                          settings=settings, faults=faults)): shot
+                runner.submit(
+                    shot_task,
+                    parameters=dict(
+                        video=plan.video, shot=shot, episode_dir=str(episode_dir), settings=settings, faults=faults
+                    ),
+                ): shot
                 for shot in plan.work_order
             }
             for future in as_completed(list(futures)):
@@ -216,8 +248,15 @@ def _run_local(plan: EpisodePlan, episode_dir: Path, settings: dict[str, Any], f
         _local_slot.reset(token)
 
 
-def _run_deployed(plan: EpisodePlan, out: str, config: dict[str, Any], faults: dict[str, Any] | None,
-                  shot_deployment: str, gpu_limit: str | None, progress: _Progress) -> None:
+def _run_deployed(
+    plan: EpisodePlan,
+    out: str,
+    config: dict[str, Any],
+    faults: dict[str, Any] | None,
+    shot_deployment: str,
+    gpu_limit: str | None,
+    progress: _Progress,
+) -> None:
     """Shots as flow runs of ``shot_deployment``, all submitted, then watched to the end.
     A run that crashed (lost worker) is submitted again once; a failed one stays failed."""
     from prefect.client.orchestration import get_client
@@ -227,9 +266,18 @@ def _run_deployed(plan: EpisodePlan, out: str, config: dict[str, Any], faults: d
 
     def submit(shot: Shot, attempt: int):
         return run_deployment(
-            shot_deployment, timeout=0, flow_run_name=f"ep-{plan.episode_id}-shot-{shot.index}",
-            parameters=dict(video=plan.video, shot=shot.to_dict(), out=out, config=config,
-                            episode_id=plan.episode_id, faults=faults if attempt == 0 else None, gpu_limit=gpu_limit),
+            shot_deployment,
+            timeout=0,
+            flow_run_name=f"ep-{plan.episode_id}-shot-{shot.index}",
+            parameters=dict(
+                video=plan.video,
+                shot=shot.to_dict(),
+                out=out,
+                config=config,
+                episode_id=plan.episode_id,
+                faults=faults if attempt == 0 else None,
+                gpu_limit=gpu_limit,
+            ),
             tags=[f"episode:{plan.episode_id}", f"shot:{shot.index}", "pool:gpu"],
             idempotency_key=f"{parent}-{plan.episode_id}-shot-{shot.index}-{attempt}",
         ).id
@@ -264,25 +312,46 @@ def _episode_run_name() -> str:
     return f"ep-{episode_id_of(p['video'], p.get('episode_id'))}"
 
 
+def _ran_on(where: dict[str, str]) -> str:
+    """``host device`` and the worker's pinned GPUs, for the table of shots."""
+    pinned = where.get("cuda_visible_devices")
+    return " ".join(filter(None, (where.get("host"), where.get("device"), pinned and f"CUDA_VISIBLE_DEVICES={pinned}")))
+
+
 def _shots_table(result: EpisodeResult) -> list[dict[str, Any]]:
     rows = []
     for s in result.summaries:
         main = {}
         for k in s.keyframes:
             main.setdefault(k.track_id, k.score)
-        rows.append({
-            "shot": s.shot.index, "frames": f"{s.shot.start}-{s.shot.end - 1}", "transition": s.shot.transition,
-            "status": s.status, "tracks": s.tracks, "drawings": s.drawings,
-            "keyframe scores": " ".join(f"{v:.2f}" for v in main.values()),
-            "seconds": round(sum(s.seconds.values()), 1), "error": s.error,
-        })
+        rows.append(
+            {
+                "shot": s.shot.index,
+                "frames": f"{s.shot.start}-{s.shot.end - 1}",
+                "transition": s.shot.transition,
+                "status": s.status,
+                "tracks": s.tracks,
+                "drawings": s.drawings,
+                "keyframe scores": " ".join(f"{v:.2f}" for v in main.values()),
+                "seconds": round(sum(s.seconds.values()), 1),
+                "ran on": _ran_on(s.ran_on),
+                "error": s.error,
+            }
+        )
     return rows
 
 
 @flow(name="episode", flow_run_name=_episode_run_name)
-def episode_flow(video: str, out: str, config: dict[str, Any] | None = None, episode_id: str | None = None,
-            workers: int = 2, shot_deployment: str | None = None, gpu_limit: str | None = None,
-            faults: dict[str, Any] | None = None) -> dict[str, Any]:
+def episode_flow(
+    video: str,
+    out: str,
+    config: dict[str, Any] | None = None,
+    episode_id: str | None = None,
+    workers: int = 2,
+    shot_deployment: str | None = None,
+    gpu_limit: str | None = None,
+    faults: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Segment every shot of ``video`` into ``OUT/<episode_id>/`` (episode id: the file's
     stem by default) with ``config`` (flat dotted settings, see ``celmask config``).
 
@@ -295,8 +364,11 @@ def episode_flow(video: str, out: str, config: dict[str, Any] | None = None, epi
     episode_dir = Path(out) / episode_id_of(video, episode_id)
     settings = check_settings(config)
     if Faults.from_dict(faults).crash and not shot_deployment:
-        raise CelmaskError("faults", "crash ends the process that runs the shot, here this whole run",
-                           "inject crashes into deployed runs (shot_deployment) only")
+        raise CelmaskError(
+            "faults",
+            "crash ends the process that runs the shot, here this whole run",
+            "inject crashes into deployed runs (shot_deployment) only",
+        )
     if workers < 1:
         raise CelmaskError("workers", f"must be >= 1, got {workers}")
     # The run itself carries the episode's tag; its task runs do not: a tagged task run
@@ -309,14 +381,26 @@ def episode_flow(video: str, out: str, config: dict[str, Any] | None = None, epi
     else:
         _run_local(plan, episode_dir, settings, faults, workers, progress)
     result = finish_task(episode_dir, plan)
-    create_table_artifact(_shots_table(result), key=f"{artifact_slug(plan.episode_id)}-shots",
-                          description=f"ep-{plan.episode_id}: every shot")
+    create_table_artifact(
+        _shots_table(result),
+        key=f"{artifact_slug(plan.episode_id)}-shots",
+        description=f"ep-{plan.episode_id}: every shot",
+    )
     if result.failed:
         first = next(s for s in result.summaries if s.status != "ok")
-        raise ShotsFailed(episode_dir, f"shots {result.failed} of {len(plan.shots)} failed, the others are written "
-                          f"(first failure: {first.error})",
-                          f"see {result.report}; re-run one with `celmask rerun {episode_dir} --shot N`")
+        written = "the others are written" if len(result.failed) < len(plan.shots) else "so none is written"
+        raise ShotsFailed(
+            episode_dir,
+            f"shots {result.failed} of {len(plan.shots)} failed, {written} (first failure: {first.error})",
+            f"see {result.report}; re-run one with `celmask rerun {episode_dir} --shot N`",
+        )
     if result.success is None:
         raise CelmaskError(episode_dir, f"not complete: {result.problem}", "run `celmask validate` on it")
-    return {"episode_dir": str(episode_dir), "report": str(result.report), "shots": len(plan.shots),
-            "cached": progress.state.cached, "frames": plan.frame_count, "success": result.success}
+    return {
+        "episode_dir": str(episode_dir),
+        "report": str(result.report),
+        "shots": len(plan.shots),
+        "cached": progress.state.cached,
+        "frames": plan.frame_count,
+        "success": result.success,
+    }

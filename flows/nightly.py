@@ -19,13 +19,14 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+from prefect import flow, task
+from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run
+
 from celmask.flows.episode import artifact_slug, check_settings, episode_flow
 from celmask.tasks.core.errors import CelmaskError, ShotsFailed
 from celmask.tasks.manifest.layout import staging_dir
 from celmask.tasks.run.inbox import InboxItem, fetch, find_episodes, record_source
-from prefect import flow, task
-from prefect.artifacts import create_table_artifact
-from prefect.runtime import flow_run
 
 DONE_BEFORE, COMPLETE, FAILED = "done-before", "complete", "failed"
 
@@ -60,8 +61,9 @@ def _error_text(state) -> str:
     return state.message or state.name
 
 
-def _run_one(item: InboxItem, out: str, config: dict[str, Any], workers: int, shot_deployment: str | None,
-             gpu_limit: str | None) -> str:
+def _run_one(
+    item: InboxItem, out: str, config: dict[str, Any], workers: int, shot_deployment: str | None, gpu_limit: str | None
+) -> str:
     """Segment one inbox item; return the error, empty when it completed."""
     if item.problem:
         return f"{item.source}: {item.problem}"
@@ -69,8 +71,16 @@ def _run_one(item: InboxItem, out: str, config: dict[str, Any], workers: int, sh
         video = fetch_task(item, staging_dir(out)) if item.remote else fetch(item, staging_dir(out))
     except CelmaskError as error:
         return str(error)
-    state = episode_flow(str(video), out, config, episode_id=item.episode_id, workers=workers,
-                    shot_deployment=shot_deployment, gpu_limit=gpu_limit, return_state=True)
+    state = episode_flow(
+        str(video),
+        out,
+        config,
+        episode_id=item.episode_id,
+        workers=workers,
+        shot_deployment=shot_deployment,
+        gpu_limit=gpu_limit,
+        return_state=True,
+    )
     if not state.is_completed():
         return _error_text(state)  # a remote video's copy stays for the shots run again
     if item.remote:
@@ -80,8 +90,14 @@ def _run_one(item: InboxItem, out: str, config: dict[str, Any], workers: int, sh
 
 
 @flow(name="nightly", flow_run_name=_nightly_run_name)
-def nightly_flow(inbox: str, out: str, config: dict[str, Any] | None = None, workers: int = 2,
-            shot_deployment: str | None = None, gpu_limit: str | None = None) -> dict[str, Any]:
+def nightly_flow(
+    inbox: str,
+    out: str,
+    config: dict[str, Any] | None = None,
+    workers: int = 2,
+    shot_deployment: str | None = None,
+    gpu_limit: str | None = None,
+) -> dict[str, Any]:
     """Segment every video in ``inbox`` (a folder or an fsspec URL) not yet complete in
     ``OUT/<episode_id>/``, each as an ``episode`` subflow run with ``config``, ``workers``,
     ``shot_deployment`` and ``gpu_limit`` (see ``episode``).
@@ -110,13 +126,19 @@ def nightly_flow(inbox: str, out: str, config: dict[str, Any] | None = None, wor
         rows.append({"episode": item.episode_id, "status": status, "error": error, "source": item.source})
         if tell:
             tell(rows[-1])
-    create_table_artifact(rows or [{"episode": "", "status": "", "error": "no videos in the inbox", "source": inbox}],
-                          key=f"nightly-{artifact_slug(_inbox_name(inbox))}", description=f"nightly run of {inbox}")
+    create_table_artifact(
+        rows or [{"episode": "", "status": "", "error": "no videos in the inbox", "source": inbox}],
+        key=f"nightly-{artifact_slug(_inbox_name(inbox))}",
+        description=f"nightly run of {inbox}",
+    )
     failed = summary["failed"]
     if failed:
         first = next(iter(failed))
-        raise ShotsFailed(inbox, f"{len(failed)} of {len(items)} episodes failed: {', '.join(failed)} "
-                          f"(first: {failed[first]}); the others are written",
-                          "see the table artifact of this run; fix or remove those videos and run nightly again "
-                          "(complete episodes are skipped)")
+        raise ShotsFailed(
+            inbox,
+            f"{len(failed)} of {len(items)} episodes failed: {', '.join(failed)} "
+            f"(first: {failed[first]}); the others are written",
+            "see the table artifact of this run; fix or remove those videos and run nightly again "
+            "(complete episodes are skipped)",
+        )
     return summary

@@ -51,8 +51,10 @@ class EpisodeProgress:
     def describe(self) -> str:
         eta = "" if self.eta is None else f", about {self.eta:.0f} s left"
         extra = "".join(f", {n} {what}" for n, what in ((self.cached, "cached"), (self.failed, "failed")) if n)
-        return (f"{self.done}/{self.shots} shots ({self.frames_done}/{self.frames} frames){extra}; "
-                f"{self.fps:.1f} frames/s{eta}")
+        return (
+            f"{self.done}/{self.shots} shots ({self.frames_done}/{self.frames} frames){extra}; "
+            f"{self.fps:.1f} frames/s{eta}"
+        )
 
 
 listener: ContextVar[Callable[[EpisodeProgress], None] | None] = ContextVar("celmask_progress_listener", default=None)

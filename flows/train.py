@@ -98,7 +98,9 @@ def train_flow(
     for sub_yaml in sorted(Path(data_yaml).parent.glob("data-*.yaml")):
         split, _, group = sub_yaml.stem[len("data-") :].partition("-")
         if split in ("val", "test"):
-            subsets.setdefault(split, {})[group] = evaluate_task(best, sub_yaml, split="val", imgsz=imgsz, device=device)
+            subsets.setdefault(split, {})[group] = evaluate_task(
+                best, sub_yaml, split="val", imgsz=imgsz, device=device
+            )
 
     target = root / "best.pt"
     tmp = root / ".best.pt.partial"

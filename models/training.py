@@ -41,7 +41,9 @@ def default_close_mosaic(epochs: int) -> int:
 def _check_data(data_yaml: str | Path) -> Path:
     path = Path(data_yaml).resolve()
     if not path.is_file():
-        raise CelmaskError(path, "dataset YAML not found", "build one with celmask.tasks.trainset.composites.build_dataset")
+        raise CelmaskError(
+            path, "dataset YAML not found", "build one with celmask.tasks.trainset.composites.build_dataset"
+        )
     return path
 
 

@@ -11,7 +11,10 @@ Order: an existing path given explicitly; the file named by the per-kind environ
 variable; ``$CELMASK_WEIGHTS_DIR/<file>``; the cache directory
 (``$XDG_CACHE_HOME/celmask/weights``, else ``~/.cache/celmask/weights``); a download
 into the cache. A file that claims to be a known one (same file name) must have its
-published size and SHA-256; every file must look like a PyTorch checkpoint.
+published size and SHA-256; every file must look like a PyTorch checkpoint. A value
+may pin the file's digest, ``PATH@sha256:HEX`` (the form of the manifest's model ids);
+a kind of weights published without digests (SAM 2) must be pinned, so a file
+swapped under its name is refused instead of silently changing the masks.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -34,6 +38,8 @@ WEIGHTS_DIR_ENV = "CELMASK_WEIGHTS_DIR"
 DOWNLOAD_ENV = "CELMASK_DOWNLOAD"
 HASHES_NAME = "sha256.json"
 """Per-cache-directory record of file digests, keyed by path, size and mtime."""
+PIN = "@sha256:"
+"""Between a weights path and the SHA-256 it is pinned to."""
 
 
 @dataclass(frozen=True)
@@ -58,28 +64,44 @@ _SAM_SOURCE = "https://github.com/facebookresearch/segment-anything#model-checkp
 # ComfyUI-Impact manifests, Slicer SegmentWithSAM); they agree with each other.
 SAM_WEIGHTS: dict[str, WeightSpec] = {
     "vit_b": WeightSpec(
-        "sam_vit_b", "sam_vit_b_01ec64.pth", "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
-        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", 375_042_383, _SAM_SOURCE,
+        "sam_vit_b",
+        "sam_vit_b_01ec64.pth",
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+        375_042_383,
+        _SAM_SOURCE,
     ),
     "vit_l": WeightSpec(
-        "sam_vit_l", "sam_vit_l_0b3195.pth", "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
-        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", 1_249_524_607, _SAM_SOURCE,
+        "sam_vit_l",
+        "sam_vit_l_0b3195.pth",
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+        1_249_524_607,
+        _SAM_SOURCE,
     ),
     "vit_h": WeightSpec(
-        "sam_vit_h", "sam_vit_h_4b8939.pth", "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
-        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", 2_564_550_879, _SAM_SOURCE,
+        "sam_vit_h",
+        "sam_vit_h_4b8939.pth",
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+        2_564_550_879,
+        _SAM_SOURCE,
     ),
 }
 SAM_WEIGHTS["default"] = SAM_WEIGHTS["vit_h"]  # segment_anything's registry calls vit_h "default"
 
 # ultralytics' own SAM 2 / 2.1 conversions (the files ``ultralytics.SAM("sam2.1_b.pt")``
 # loads), from the ultralytics/assets release its docs link (docs/en/models/sam-2.md).
-# ultralytics publishes no checksums for them: the model id records what was used.
+# ultralytics publishes no checksums for them, so a setting naming one must pin its
+# digest (resolve_weights(pinned=True)); the model id records what was used.
 SAM2_WEIGHTS: dict[str, WeightSpec] = {
     f"{version}_{size}": WeightSpec(
-        f"{version}_{size}", f"{version}_{size}.pt",
+        f"{version}_{size}",
+        f"{version}_{size}.pt",
         f"https://github.com/ultralytics/assets/releases/download/v8.3.0/{version}_{size}.pt",
-        None, None, "https://docs.ultralytics.com/models/sam-2/",
+        None,
+        None,
+        "https://docs.ultralytics.com/models/sam-2/",
     )
     for version in ("sam2", "sam2.1")
     for size in "tsbl"
@@ -91,6 +113,21 @@ def default_cache_dir() -> Path:
     return Path(base) / "celmask" / "weights"
 
 
+def split_pin(value: str | os.PathLike) -> tuple[str, str | None]:
+    """``PATH@sha256:HEX`` -> (PATH, HEX); a value without a pin -> (value, None)."""
+    text = os.fspath(value)
+    path, sep, digest = text.rpartition(PIN)
+    if not sep:
+        return text, None
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise CelmaskError(
+            text,
+            "pins a SHA-256 that is not 64 lowercase hex digits",
+            "write PATH@sha256:<its SHA-256, as sha256sum prints it>",
+        )
+    return path, digest
+
+
 def resolve_weights(
     value: str | os.PathLike | None,
     spec: WeightSpec | None,
@@ -99,15 +136,47 @@ def resolve_weights(
     cache_dir: str | os.PathLike | None = None,
     download: bool | None = None,
     key: str = "weights",
+    pinned: bool = False,
 ) -> Path:
-    """The weights file to load, verified (:func:`verify_weights`).
+    """The weights file to load, verified (:func:`verify_weights`) and, when ``value``
+    (or ``$env_var``) pins a digest, of that digest.
 
-    ``value``: a path (must exist), a bare file name, or None for ``spec.filename``.
-    The first of: ``value`` as an existing path; when ``value`` is None, the file named
-    by ``$env_var``; ``$CELMASK_WEIGHTS_DIR/<name>``; ``cache_dir/<name>``; a download
-    of ``spec`` into ``cache_dir`` when ``download`` (None: ``CELMASK_DOWNLOAD=1``).
-    ``key``: the config setting the operator would change, named in errors."""
+    ``value``: a path (must exist), a bare file name, or None for ``spec.filename``;
+    any of them ``@sha256:HEX``. The first of: ``value`` as an existing path; when
+    ``value`` is None, the file named by ``$env_var``; ``$CELMASK_WEIGHTS_DIR/<name>``;
+    ``cache_dir/<name>``; a download of ``spec`` into ``cache_dir`` when ``download``
+    (None: ``CELMASK_DOWNLOAD=1``). ``pinned``: a file without a published digest must
+    be pinned. ``key``: the config setting the operator would change, named in errors."""
+    pin = None
+    if value is not None:
+        value, pin = split_pin(value)
+    elif env_var and os.environ.get(env_var):
+        _, pin = split_pin(os.environ[env_var])
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = _find_weights(value, spec, cache, env_var=env_var, download=download, key=key)
+    published = spec is not None and spec.sha256 is not None and path.name == spec.filename  # verified already
+    if pin is None and pinned and not published:
+        digest = cached_sha256(path, cache_dir=cache, fresh=True)
+        raise CelmaskError(
+            path,
+            "has no published SHA-256 to be checked against, so it must be pinned",
+            f"set {key}={path}{PIN}<its SHA-256> once you trust the file (this one's is {digest})",
+        )
+    if pin is not None:
+        digest = cached_sha256(path, cache_dir=cache, fresh=True)
+        if digest != pin:
+            raise CelmaskError(
+                path,
+                f"SHA-256 {digest[:12]}… is not the pinned {pin[:12]}… (another file, or a changed one)",
+                f"put the pinned file back, or pin this one in {key} once you trust it",
+            )
+    return path
+
+
+def _find_weights(
+    value: str | None, spec: WeightSpec | None, cache: Path, *, env_var: str | None, download: bool | None, key: str
+) -> Path:
+    """:func:`resolve_weights` before the pin."""
     hint = f" or ${env_var}" if env_var else ""
     if value is not None and (Path(value).is_file() or Path(value).name != str(value)):
         path = Path(value).expanduser()  # an explicit path wins, and a missing one is not silently replaced
@@ -116,7 +185,7 @@ def resolve_weights(
             raise CelmaskError(path, "weights file not found", f"fix {key}{published}")
         return verify_weights(path, spec, cache_dir=cache)
     if value is None and env_var and os.environ.get(env_var):  # a bare file name asked for is not overridden
-        path = Path(os.environ[env_var])
+        path = Path(split_pin(os.environ[env_var])[0])
         if not path.is_file():
             raise CelmaskError(path, f"weights file named by ${env_var} not found", f"fix or unset {env_var}")
         return verify_weights(path, spec, cache_dir=cache)
@@ -133,7 +202,9 @@ def resolve_weights(
     if download and spec is not None and name == spec.filename:
         return download_weights(spec, cache)
     looked = ", ".join(str(p) for p in places)
-    raise CelmaskError(name, f"weights not found (looked in {looked})", f"set {key}{hint} to the file" + _where_to_get(spec, cache))
+    raise CelmaskError(
+        name, f"weights not found (looked in {looked})", f"set {key}{hint} to the file" + _where_to_get(spec, cache)
+    )
 
 
 def _where_to_get(spec: WeightSpec | None, cache: Path) -> str:
@@ -148,14 +219,20 @@ def verify_weights(path: Path, spec: WeightSpec | None, *, cache_dir: str | os.P
     claimed = spec is not None and path.name == spec.filename
     size = path.stat().st_size
     if claimed and spec.size is not None and size != spec.size:
-        raise CelmaskError(path, f"is {size} bytes, {spec.name} is {spec.size} (truncated or another file)",
-                           f"download it again from {spec.url}")
+        raise CelmaskError(
+            path,
+            f"is {size} bytes, {spec.name} is {spec.size} (truncated or another file)",
+            f"download it again from {spec.url}",
+        )
     check_torch_file(path)
     if claimed and spec.sha256 is not None:
         digest = cached_sha256(path, cache_dir=cache_dir)
         if digest != spec.sha256:
-            raise CelmaskError(path, f"SHA-256 {digest[:12]}… is not {spec.name}'s {spec.sha256[:12]}… (corrupt or another file)",
-                               f"download it again from {spec.url}")
+            raise CelmaskError(
+                path,
+                f"SHA-256 {digest[:12]}… is not {spec.name}'s {spec.sha256[:12]}… (corrupt or another file)",
+                f"download it again from {spec.url}",
+            )
     return path
 
 
@@ -166,21 +243,23 @@ def check_torch_file(path: Path) -> None:
         head = f.read(4)
     if head.startswith(b"PK\x03\x04"):
         if not zipfile.is_zipfile(path):
-            raise CelmaskError(path, "is a truncated or corrupt checkpoint (its zip directory is missing)",
-                               "download or copy it again")
+            raise CelmaskError(
+                path, "is a truncated or corrupt checkpoint (its zip directory is missing)", "download or copy it again"
+            )
         return
     if not (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5):
         raise CelmaskError(path, "is not a PyTorch checkpoint", "pass a .pt/.pth weights file")
 
 
-def cached_sha256(path: Path, *, cache_dir: str | os.PathLike | None = None) -> str:
+def cached_sha256(path: Path, *, cache_dir: str | os.PathLike | None = None, fresh: bool = False) -> str:
     """SHA-256 of ``path``, remembered per (path, size, mtime) in the cache directory,
-    so a multi-GB checkpoint is read once, not at every run."""
+    so a multi-GB checkpoint is read once, not at every run. ``fresh``: read it anyway
+    (a check against a pin must not trust a record a same-size, same-mtime file fools)."""
     record = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / HASHES_NAME
     stat = path.stat()
     entry = str(path.resolve())
     known = _read_hashes(record)
-    if known.get(entry, [None, None, None])[:2] == [stat.st_size, stat.st_mtime_ns]:
+    if not fresh and known.get(entry, [None, None, None])[:2] == [stat.st_size, stat.st_mtime_ns]:
         return known[entry][2]
     digest = file_sha256(path)
     _remember(record, entry, [stat.st_size, stat.st_mtime_ns, digest])
@@ -222,18 +301,26 @@ def download_weights(spec: WeightSpec, cache_dir: Path, *, timeout: float = 60.0
         cache_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=cache_dir)
     except OSError as error:
-        raise CelmaskError(cache_dir, f"cannot write the weights cache ({error.strerror})",
-                           f"set {WEIGHTS_DIR_ENV} or XDG_CACHE_HOME to a writable directory") from error
+        raise CelmaskError(
+            cache_dir,
+            f"cannot write the weights cache ({error.strerror})",
+            f"set {WEIGHTS_DIR_ENV} or XDG_CACHE_HOME to a writable directory",
+        ) from error
     tmp = Path(tmp_name)
     try:
         digest, size, expected = _fetch(spec.url, fd, timeout)
         if expected is not None and size != expected:
             raise CelmaskError(spec.url, f"download stopped after {size} of {expected} bytes", "try again")
         if spec.size is not None and size != spec.size:
-            raise CelmaskError(spec.url, f"sent {size} bytes, {spec.name} is {spec.size}", f"get it by hand from {spec.source}")
+            raise CelmaskError(
+                spec.url, f"sent {size} bytes, {spec.name} is {spec.size}", f"get it by hand from {spec.source}"
+            )
         if spec.sha256 is not None and digest != spec.sha256:
-            raise CelmaskError(spec.url, f"sent a file with SHA-256 {digest[:12]}…, not {spec.name}'s {spec.sha256[:12]}…",
-                               f"get it by hand from {spec.source}")
+            raise CelmaskError(
+                spec.url,
+                f"sent a file with SHA-256 {digest[:12]}…, not {spec.name}'s {spec.sha256[:12]}…",
+                f"get it by hand from {spec.source}",
+            )
         check_torch_file(tmp)
         os.replace(tmp, target)
     finally:
@@ -256,6 +343,9 @@ def _fetch(url: str, fd: int, timeout: float) -> tuple[str, int, int | None]:
                 size += len(block)
     except (OSError, http.client.HTTPException) as error:  # URLError and timeouts are OSErrors
         reason = error.reason if isinstance(error, urllib.error.URLError) else error
-        raise CelmaskError(url, f"download failed after {size} bytes ({type(error).__name__}: {reason})",
-                           "check the connection and try again") from error
+        raise CelmaskError(
+            url,
+            f"download failed after {size} bytes ({type(error).__name__}: {reason})",
+            "check the connection and try again",
+        ) from error
     return digest.hexdigest(), size, int(length) if length is not None else None

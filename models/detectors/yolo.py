@@ -16,13 +16,15 @@ per frame, masks at the frame's own resolution. Two backends:
 from __future__ import annotations
 
 import hashlib
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from celmask.tasks.core.errors import CelmaskError, TransientError, is_out_of_memory
+
+from celmask.tasks.core.errors import CelmaskError, TransientError, first_line, is_out_of_memory
 from celmask.tasks.core.instances import Instances
 from celmask.tasks.core.types import Frame
 
@@ -80,7 +82,7 @@ class YoloDetector:
     """ultralytics YOLO segmentation on RGB frames; CUDA out-of-memory halves the batch."""
 
     def __init__(self, config: YoloConfig) -> None:
-        from celmask.models.ultralytics_env import ultralytics_offline
+        from celmask.models.ultralytics_env import UNSAFE_FILE, ultralytics_offline
 
         ultralytics_offline()
         from ultralytics import YOLO
@@ -88,17 +90,24 @@ class YoloDetector:
         weights = Path(config.weights)
         if weights.suffix != ".yaml" and not weights.is_file():
             raise CelmaskError(
-                weights, "detector weights not found",
+                weights,
+                "detector weights not found",
                 "train them with `celmask train OUT` or pass the path of YOLO -seg weights (detector.weights)",
             )
         try:
             self.model = YOLO(str(weights))
         except Exception as error:  # torch/ultralytics raise many kinds for a bad file
-            raise CelmaskError(weights, f"cannot load detector weights ({type(error).__name__}: {error})",
-                               "pass an ultralytics YOLO -seg .pt file") from error
+            if isinstance(error.__cause__, pickle.UnpicklingError):  # safe loading met something not on its allow-list
+                raise CelmaskError(weights, UNSAFE_FILE, "pass an ultralytics YOLO -seg .pt file") from error
+            raise CelmaskError(
+                weights,
+                f"cannot load detector weights ({type(error).__name__}: {first_line(error)})",
+                "pass an ultralytics YOLO -seg .pt file",
+            ) from error
         if self.model.task != "segment":
             raise CelmaskError(
-                weights, f"is a YOLO {self.model.task} model, not a segmentation model",
+                weights,
+                f"is a YOLO {self.model.task} model, not a segmentation model",
                 "use -seg weights (e.g. yolov8n-seg.pt or celmask's trained detector)",
             )
         self.config = config
@@ -120,8 +129,9 @@ class YoloDetector:
                     raise
                 if self._batch == 1:
                     raise TransientError(
-                        f"detector on {self.device}", "out of memory even one frame at a time",
-                        "lower detector.imgsz or work_size, free the GPU, or set detector.device=cpu",
+                        f"detector on {self.device}",
+                        "out of memory even one frame at a time",
+                        "lower detector.imgsz or work_size, free the GPU, or set device=cpu",
                     ) from error
                 self._batch = max(1, self._batch // 2)  # retry this chunk smaller
                 _empty_cuda_cache()
@@ -136,8 +146,13 @@ class YoloDetector:
         with torch.inference_mode():
             results = self.model.predict(
                 [np.ascontiguousarray(f.image[..., ::-1]) for f in frames],  # ultralytics wants BGR arrays
-                imgsz=cfg.imgsz, conf=cfg.conf, iou=cfg.iou, classes=list(cfg.classes) if cfg.classes else None,
-                device=self.device, retina_masks=True, verbose=False,
+                imgsz=cfg.imgsz,
+                conf=cfg.conf,
+                iou=cfg.iou,
+                classes=list(cfg.classes) if cfg.classes else None,
+                device=self.device,
+                retina_masks=True,
+                verbose=False,
                 **({"half": True} if self.half else {}),  # ultralytics 8.4 warns on half=False too
             )
         return [_to_instances(r, f.image.shape[:2]) for r, f in zip(results, frames)]
@@ -151,7 +166,9 @@ def _to_instances(result, size: tuple[int, int]) -> Instances:
     if masks.shape[1:] != size:  # ultralytics rounds odd sizes; bring them back exactly
         import cv2
 
-        masks = np.stack([cv2.resize(m.astype(np.uint8), size[::-1], interpolation=cv2.INTER_NEAREST) > 0 for m in masks])
+        masks = np.stack(
+            [cv2.resize(m.astype(np.uint8), size[::-1], interpolation=cv2.INTER_NEAREST) > 0 for m in masks]
+        )
     return Instances.from_masks(
         masks,
         score=result.boxes.conf.cpu().numpy(),
@@ -182,10 +199,14 @@ class FileDetector:
         try:
             schema = pq.read_schema(self.path)
         except Exception as error:
-            raise CelmaskError(self.path, f"is not a Parquet file ({error})", "pass a Parquet file of detections") from error
+            raise CelmaskError(
+                self.path, f"is not a Parquet file ({error})", "pass a Parquet file of detections"
+            ) from error
         missing = [c for c in self.COLUMNS if c not in schema.names]
         if missing:
-            raise CelmaskError(self.path, f"lacks the columns {missing}", f"a detections file needs {list(self.COLUMNS)}")
+            raise CelmaskError(
+                self.path, f"lacks the columns {missing}", f"a detections file needs {list(self.COLUMNS)}"
+            )
         self.labels = list(labels)
         self.model_id = f"file:{self.path.name}@sha256:{file_sha256(self.path)}"
 
@@ -212,8 +233,10 @@ class FileDetector:
             for i in picked:
                 if (rows["height"][i], rows["width"][i]) != (h, w):
                     raise CelmaskError(
-                        self.path, f"frame {frame.index}: masks are {rows['height'][i]}x{rows['width'][i]}, "
-                        f"the video frame is {h}x{w}", "produce the detections at the video's resolution",
+                        self.path,
+                        f"frame {frame.index}: masks are {rows['height'][i]}x{rows['width'][i]}, "
+                        f"the video frame is {h}x{w}",
+                        "produce the detections at the video's resolution",
                     )
                 rle = {"size": [h, w], "counts": rows["mask_rle"][i].encode()}
                 masks.append(mask_util.decode(rle).astype(bool))

@@ -38,11 +38,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Annotated
 
 import cv2
 import numpy as np
 
 from celmask.models.propagators.base import Guide
+from celmask.tasks.core.config import NON_NEGATIVE, SHARE, OneOf, Range, check_rules
 from celmask.tasks.core.masks import mask_iou
 
 PRESETS = {
@@ -61,50 +63,38 @@ PAIR_SUM = np.ones((1, 2), np.float32)
 
 @dataclass(frozen=True)
 class OpticalFlowConfig:
-    preset: str = "fast"
+    preset: Annotated[str, OneOf(tuple(PRESETS))] = "fast"
     """DIS preset, one of PRESETS."""
-    work_width: int = 640
+    work_width: Annotated[int, Range(32)] = 640
     """Flow is computed on frames shrunk to this width (never enlarged); masks stay at full size."""
-    fb_relative: float = 0.01
-    fb_absolute: float = 0.5
+    fb_relative: Annotated[float, NON_NEGATIVE] = 0.01
+    fb_absolute: Annotated[float, NON_NEGATIVE] = 0.5
     """Flow at a pixel is unreliable when |f_bw(x) + f_fw(x + f_bw(x))|^2 exceeds
     ``fb_relative * (|f_bw|^2 + |f_fw|^2) + fb_absolute`` (squared pixels at working size)."""
-    unreliable_keep: float = 0.5
+    unreliable_keep: Annotated[float, SHARE] = 0.5
     """Share of the warped mask kept where neither the flow nor the object's move explains
     a pixel (0.5 and below: such pixels leave the mask at once)."""
-    agree_iou: float = 0.3
+    agree_iou: Annotated[float, SHARE] = 0.3
     """A detection is fused only when its IoU with the warped mask (or with the whole
     object moved) is at least this."""
-    warp_weight: float = 0.6
-    warp_weight_unreliable: float = 0.2
+    warp_weight: Annotated[float, SHARE] = 0.6
+    warp_weight_unreliable: Annotated[float, SHARE] = 0.2
     """Weight of the warp against an agreeing detection, where flow is reliable / unreliable."""
-    confidence_decay: float = 0.97
+    confidence_decay: Annotated[float, SHARE] = 0.97
     """Confidence factor per step since the last agreeing detection."""
-    colour_tolerance: float = 24.0
+    colour_tolerance: Annotated[float, Range(0, 255)] = 24.0
     """Flow (or a move) is trusted only where it lands on the colour it left: no RGB channel
     differs by more than this (0-255). Anime's flat colours make this a sharp test."""
-    search: float = 0.25
+    search: Annotated[float, SHARE] = 0.25
     """How far (share of the frame's width) an object's look is searched for when flow misses a large move."""
-    min_part: float = 0.01
-    min_area: int = 20
+    min_part: Annotated[float, SHARE] = 0.01
+    min_area: Annotated[int, NON_NEGATIVE] = 20
     """Connected parts of a mask smaller than ``min_part`` of its keyframe area (or than
     ``min_area`` pixels) are dropped: flow leaves crumbs on the background, and an object
     that leaves the frame must end empty, not stuck at the border."""
 
     def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise ValueError(f"flow preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
-        if self.work_width < 32:
-            raise ValueError(f"flow work_width must be >= 32, got {self.work_width}")
-        shares = {
-            "unreliable_keep": self.unreliable_keep, "agree_iou": self.agree_iou, "warp_weight": self.warp_weight,
-            "warp_weight_unreliable": self.warp_weight_unreliable, "confidence_decay": self.confidence_decay,
-        }
-        for name, value in shares.items():
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"flow {name} must be in [0, 1], got {value}")
-        if min(self.fb_relative, self.fb_absolute, self.colour_tolerance, self.min_part, self.min_area) < 0:
-            raise ValueError("flow fb_relative, fb_absolute, colour_tolerance, min_part and min_area must be >= 0")
+        check_rules(self)
 
 
 @dataclass(frozen=True)
@@ -207,8 +197,9 @@ class _Pair:
         h, w = self.current.shape[:2]
         return w / self.frame_size[1], h / self.frame_size[0]
 
-    def sample(self, data: np.ndarray, top: int, bottom: int, left: int, right: int,
-               origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    def sample(
+        self, data: np.ndarray, top: int, bottom: int, left: int, right: int, origin: tuple[int, int] = (0, 0)
+    ) -> np.ndarray:
         """``data``, a working-size array whose pixel (0, 0) is the working frame's pixel
         ``origin`` (y, x), at the frame pixels [top, bottom) x [left, right)."""
         sx, sy = self.scale
@@ -229,8 +220,13 @@ class _Pair:
         w_top, w_left = max(math.floor(top * sy) - 1, 0), max(math.floor(left * sx) - 1, 0)
         w_bottom, w_right = min(math.ceil(bottom * sy) + 1, h), min(math.ceil(right * sx) + 1, w)
         shift = np.float32([[1, 0, w_left - dx * sx], [0, 1, w_top - dy * sy]])
-        before = cv2.warpAffine(self.previous, shift, (w_right - w_left, w_bottom - w_top),
-                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        before = cv2.warpAffine(
+            self.previous,
+            shift,
+            (w_right - w_left, w_bottom - w_top),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
         same = _same_colour(self.current[w_top:w_bottom, w_left:w_right], before, self.colour_tolerance)
         return self.sample(same, top, bottom, left, right, (w_top, w_left))
 
@@ -243,7 +239,11 @@ def _same_colour(a: np.ndarray, b: np.ndarray, tolerance: float) -> np.ndarray:
 
 
 def _flow_pair(
-    dis: cv2.DISOpticalFlow, previous: np.ndarray, current: np.ndarray, frame_size: tuple[int, int], grid: np.ndarray,
+    dis: cv2.DISOpticalFlow,
+    previous: np.ndarray,
+    current: np.ndarray,
+    frame_size: tuple[int, int],
+    grid: np.ndarray,
     cfg: OpticalFlowConfig,
 ) -> _Pair:
     """DIS flow both ways between two working-size frames; the backward flow (the one
@@ -257,8 +257,13 @@ def _flow_pair(
     largest = max(abs(v) for flow in (forward, backward) for v in cv2.minMaxLoc(flow.reshape(-1))[:2])
     reliable = _reliable(backward, forward, current, previous, _textured(grey_current), grid, cfg)
     return _Pair(
-        previous, current, cv2.merge([cv2.multiply(backward, to_frame), reliable]), cv2.multiply(forward, to_frame),
-        frame_size, math.ceil(largest * max(to_frame)) + 1, cfg.colour_tolerance,
+        previous,
+        current,
+        cv2.merge([cv2.multiply(backward, to_frame), reliable]),
+        cv2.multiply(forward, to_frame),
+        frame_size,
+        math.ceil(largest * max(to_frame)) + 1,
+        cfg.colour_tolerance,
     )
 
 
@@ -270,7 +275,12 @@ def _textured(grey: np.ndarray) -> np.ndarray:
 
 
 def _reliable(
-    flow: np.ndarray, other: np.ndarray, here: np.ndarray, there: np.ndarray, textured: np.ndarray, grid: np.ndarray,
+    flow: np.ndarray,
+    other: np.ndarray,
+    here: np.ndarray,
+    there: np.ndarray,
+    textured: np.ndarray,
+    grid: np.ndarray,
     cfg: OpticalFlowConfig,
 ) -> np.ndarray:
     """(h, w) float32, 1 where ``flow`` (from image ``here`` to ``there``) is trusted: it stays in
@@ -339,6 +349,7 @@ def _best_match(region: np.ndarray, look: np.ndarray, mask: np.ndarray, coarse: 
     mask8 = mask.view(np.uint8)
     x, y = 0, 0
     if min(h, w) >= 4 * coarse:
+
         def shrink(a: np.ndarray) -> np.ndarray:
             return cv2.resize(a, (a.shape[1] // coarse, a.shape[0] // coarse), interpolation=cv2.INTER_AREA)
 
@@ -390,11 +401,23 @@ def _step(
     backward = pair.sample(pair.backward, top, bottom, left, right)
     xs = np.arange(left - track.x0, right - track.x0, dtype=np.float32)[None, :]
     ys = np.arange(top - track.y0, bottom - track.y0, dtype=np.float32)[:, None]
-    dense = cv2.remap(track.soft, xs + backward[..., 0], ys + backward[..., 1], cv2.INTER_LINEAR,
-                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    dense = cv2.remap(
+        track.soft,
+        xs + backward[..., 0],
+        ys + backward[..., 1],
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
     move = np.float32([[1, 0, left - track.x0 - dx], [0, 1, top - track.y0 - dy]])
-    rigid = cv2.warpAffine(track.soft, move, dense.shape[::-1], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    rigid = cv2.warpAffine(
+        track.soft,
+        move,
+        dense.shape[::-1],
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
     reliable = backward[..., 2]
     explained = pair.move_explains(top, bottom, left, right, dx, dy)
     fallback = dense * np.float32(cfg.unreliable_keep)

@@ -12,14 +12,17 @@ frames it letterboxes and normalises itself, the way the predictor does for a fi
 (written against ultralytics 8.4; its state is a plain dict, this module only creates
 it and reads one score from it)::
 
-    propagator = Sam2Propagator("sam2.1_t.pt")     # resolved by celmask.models.weights
+    propagator = Sam2Propagator("sam2.1_t.pt@sha256:<hex>")  # resolved and checked by celmask.models.weights
     for masks, confidence in propagator.propagate(frames, key_masks, guides):
         ...
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import pickle
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +32,10 @@ import cv2
 import numpy as np
 
 from celmask.models.detectors.yolo import auto_device
-from celmask.models.propagators.optical_flow import check_inputs
 from celmask.models.propagators.base import Guide
-from celmask.models.weights import SAM2_WEIGHTS, resolve_weights, weights_id
-from celmask.tasks.core.errors import CelmaskError
+from celmask.models.propagators.optical_flow import check_inputs
+from celmask.models.weights import SAM2_WEIGHTS, resolve_weights, split_pin, weights_id
+from celmask.tasks.core.errors import CelmaskError, first_line
 from celmask.tasks.core.masks import mask_iou
 
 if TYPE_CHECKING:
@@ -42,6 +45,8 @@ if TYPE_CHECKING:
 
 SAM2_CHECKPOINT_ENV = "CELMASK_SAM2_CHECKPOINT"
 """Per-kind override: the path of the SAM 2 checkpoint to use (see celmask.models.weights)."""
+_BUILD_LOCK = threading.Lock()
+"""Held while ultralytics' SAM builder runs with its checkpoint reader swapped (see :func:`_load`)."""
 
 
 @dataclass
@@ -55,19 +60,36 @@ class Sam2Propagator:
     """SAM 2 (ultralytics' ``sam2_*.pt`` / ``sam2.1_*.pt``) carrying masks by its memory."""
 
     def __init__(
-        self, weights: str | os.PathLike, *, device: str = "auto", imgsz: int = 1024,
-        agree_iou: float = 0.5, confidence_decay: float = 0.97,
+        self,
+        weights: str | os.PathLike,
+        *,
+        device: str = "auto",
+        imgsz: int = 1024,
+        agree_iou: float = 0.5,
+        confidence_decay: float = 0.97,
     ) -> None:
         """``weights``: a path, or an ultralytics file name (``sam2.1_b.pt``) looked for
-        where :func:`~celmask.models.weights.resolve_weights` looks; never downloaded unless asked."""
-        path = resolve_weights(weights, SAM2_WEIGHTS.get(Path(weights).stem), env_var=SAM2_CHECKPOINT_ENV,
-                               key="propagator.weights")
+        where :func:`~celmask.models.weights.resolve_weights` looks, pinned to its
+        SHA-256 (``@sha256:HEX``: ultralytics publishes none); never downloaded unless asked."""
+        path = resolve_weights(
+            weights,
+            SAM2_WEIGHTS.get(Path(split_pin(weights)[0]).stem),
+            env_var=SAM2_CHECKPOINT_ENV,
+            key="propagator.weights",
+            pinned=True,
+        )
         self._setup(_load(path), f"sam2:{weights_id(path)}", device, imgsz, agree_iou, confidence_decay)
 
     @classmethod
     def from_model(
-        cls, model: SAM2Model, model_id: str, *, device: str = "auto", imgsz: int = 1024,
-        agree_iou: float = 0.5, confidence_decay: float = 0.97,
+        cls,
+        model: SAM2Model,
+        model_id: str,
+        *,
+        device: str = "auto",
+        imgsz: int = 1024,
+        agree_iou: float = 0.5,
+        confidence_decay: float = 0.97,
     ) -> Sam2Propagator:
         """A propagator around an already built ``SAM2Model`` (tests: random weights)."""
         propagator = cls.__new__(cls)
@@ -86,9 +108,14 @@ class Sam2Propagator:
             raise ValueError(f"SAM 2 imgsz must be a multiple of 32 and >= 64, got {imgsz}")
         if not 0.0 <= agree_iou <= 1.0 or not 0.0 <= confidence_decay <= 1.0:
             raise ValueError(f"agree_iou and confidence_decay must be in [0, 1], got {agree_iou}, {confidence_decay}")
-        predictor = SAM2VideoPredictor(overrides={
-            "device": auto_device() if device == "auto" else device, "imgsz": imgsz, "verbose": False, "save": False,
-        })
+        predictor = SAM2VideoPredictor(
+            overrides={
+                "device": auto_device() if device == "auto" else device,
+                "imgsz": imgsz,
+                "verbose": False,
+                "save": False,
+            }
+        )
         predictor.setup_model(model=model, verbose=False)
         predictor.model.set_binarize(True)  # as SAM2VideoPredictor.get_model does for the models it builds
         predictor.setup_source(np.zeros((imgsz, imgsz, 3), np.uint8))  # sets the model's and predictor's sizes
@@ -179,18 +206,41 @@ class Sam2Propagator:
 
 def _load(path: Path) -> SAM2Model:
     """The SAM 2 model of an ultralytics checkpoint, its architecture picked by file name
-    (``sam2_t.pt`` .. ``sam2.1_l.pt``) as ultralytics does; a bad file is a one-line error."""
-    from celmask.models.ultralytics_env import ultralytics_offline
+    (``sam2_t.pt`` .. ``sam2.1_l.pt``) as ultralytics does; a bad file is a one-line error.
+
+    ultralytics' builder reads the checkpoint with ``weights_only=False``, which runs
+    whatever code a crafted file holds. A SAM 2 checkpoint is a state dict, tensors
+    only, so here the builder's reader is ``torch.load(weights_only=True)``: the
+    builder still picks the architecture (SAM 2.1's extra layers come from the file
+    name), and anything but tensors is refused before it runs."""
+    import torch
+
+    from celmask.models.ultralytics_env import UNSAFE_FILE, ultralytics_offline
 
     ultralytics_offline()
-    from ultralytics.models.sam.build import build_sam
+    from ultralytics.models.sam import build
 
     if path.stem not in SAM2_WEIGHTS:
-        raise CelmaskError(path, "is not named like an ultralytics SAM 2 checkpoint, so its size is unknown",
-                           f"name it after its model ({', '.join(sorted(SAM2_WEIGHTS))} + .pt)")
+        raise CelmaskError(
+            path,
+            "is not named like an ultralytics SAM 2 checkpoint, so its size is unknown",
+            f"name it after its model ({', '.join(sorted(SAM2_WEIGHTS))} + .pt)",
+        )
     try:
-        return build_sam(str(path))
+        with _BUILD_LOCK:
+            unsafe, build.torch_load = (
+                build.torch_load,
+                functools.partial(torch.load, map_location="cpu", weights_only=True),
+            )
+            try:
+                return build.build_sam(str(path))
+            finally:
+                build.torch_load = unsafe
+    except pickle.UnpicklingError as error:  # weights_only met something that is not a tensor
+        raise CelmaskError(path, UNSAFE_FILE, "pass an ultralytics SAM 2 checkpoint (propagator.weights)") from error
     except Exception as error:  # torch and the state-dict loader raise many kinds for a bad file
-        first = (str(error).strip().splitlines() or [""])[0]
-        raise CelmaskError(path, f"cannot be loaded as {path.name} ({type(error).__name__}: {first})",
-                           "pass an ultralytics SAM 2 checkpoint (propagator.weights)") from error
+        raise CelmaskError(
+            path,
+            f"cannot be loaded as {path.name} ({type(error).__name__}: {first_line(error)})",
+            "pass an ultralytics SAM 2 checkpoint (propagator.weights)",
+        ) from error

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import cv2
 import numpy as np
 
+from celmask.tasks.core.config import NON_NEGATIVE, POSITIVE, Range, check_rules
 from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.core.instances import Instances
 from celmask.tasks.core.masks import accept_refinement
@@ -34,38 +36,33 @@ REFERENCE_SIDE = 360
 
 @dataclass(frozen=True)
 class PiecesConfig:
-    line_width: float = 3.0
+    line_width: Annotated[float, POSITIVE] = 3.0
     """Widest line art stroke (px at a 360-px-high frame): sets the black-hat size and
     how far from a kept piece its outline joins the mask."""
-    line_contrast: int = 40
+    line_contrast: Annotated[int, Range(0, 255)] = 40
     """A pixel this many grey levels darker than its closed surroundings is line art."""
-    line_luma: int = 96
+    line_luma: Annotated[int, Range(0, 255)] = 96
     """... and at most this bright: line art is drawn near black."""
-    flat_contrast: int = 12
+    flat_contrast: Annotated[int, Range(0, 255)] = 12
     """A pixel whose 3x3 colour range (max over RGB) is at most this is flat: a piece's core."""
-    min_piece: int = 12
+    min_piece: Annotated[int, Range(1)] = 12
     """Flat cores smaller than this (px at 360 p) seed no piece: noise, not colour."""
-    band: float = 1.0
+    band: Annotated[float, NON_NEGATIVE] = 1.0
     """Pixels this close (px at 360 p) to the mask's edge do not vote: the input's edge is uncertain."""
-    merge_contrast: float = 48.0
+    merge_contrast: Annotated[float, Range(0, 255)] = 48.0
     """A piece whose inside and outside parts differ by more than this in mean colour
     (any RGB channel) is two pieces run together: it keeps the input."""
-    join_share: float = 0.5
+    join_share: Annotated[float, Range(0, 1, open_low=True, open_high=True)] = 0.5
     """A piece joins when more than this share of it lies inside the mask."""
-    max_piece: float = 1.0
+    max_piece: Annotated[float, POSITIVE] = 1.0
     """... and it is at most this many times the mask's area (no background joins)."""
-    max_shift: float = 8.0
+    max_shift: Annotated[float, POSITIVE] = 8.0
     """How far (px at 360 p) the input's edge may be off: a kept piece adds no pixel
     farther than this from the mask, and a piece the mask reaches deeper into than
     this never leaves (either may be a character piece that leaks into the set)."""
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.join_share < 1.0 or self.max_piece <= 0.0:
-            raise CelmaskError("PiecesConfig", f"join_share must be in (0, 1) and max_piece > 0, got {self.join_share}, {self.max_piece}",
-                               "use e.g. join_share=0.5, max_piece=1.0")
-        if self.line_width <= 0 or self.max_shift <= 0 or self.min_piece < 1:
-            raise CelmaskError("PiecesConfig", f"line_width and max_shift must be > 0 and min_piece >= 1, got "
-                               f"{self.line_width}, {self.max_shift}, {self.min_piece}", "use the defaults")
+        check_rules(self)
 
 
 @dataclass(frozen=True)
@@ -92,7 +89,9 @@ def find_pieces(image: np.ndarray, config: PiecesConfig) -> Pieces:
     scale = min(image.shape[:2]) / REFERENCE_SIDE
     smooth = cv2.medianBlur(np.ascontiguousarray(image), 3)
     luma = cv2.cvtColor(smooth, cv2.COLOR_RGB2GRAY)
-    size = 2 * max(1, round(config.line_width * scale)) + 1  # a square closes as well as a disk and is separable: 6x faster
+    size = (
+        2 * max(1, round(config.line_width * scale)) + 1
+    )  # a square closes as well as a disk and is separable: 6x faster
     line = cv2.morphologyEx(luma, cv2.MORPH_BLACKHAT, np.ones((size, size), np.uint8)) > config.line_contrast
     line &= luma <= config.line_luma
     r, g, b = cv2.split(cv2.morphologyEx(smooth, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)))
@@ -105,7 +104,9 @@ def find_pieces(image: np.ndarray, config: PiecesConfig) -> Pieces:
     markers[line] = count  # the line art grows as one more piece, a separator again below
     cv2.watershed(smooth, markers)
     markers[(markers == count) | (markers < 0)] = 0
-    return Pieces(labels=markers, area=np.bincount(markers.ravel(), minlength=count), line=line, image=smooth, scale=scale)
+    return Pieces(
+        labels=markers, area=np.bincount(markers.ravel(), minlength=count), line=line, image=smooth, scale=scale
+    )
 
 
 def snap_mask(mask: np.ndarray, pieces: Pieces, config: PiecesConfig, cover: np.ndarray) -> tuple[Window, np.ndarray]:
@@ -159,14 +160,20 @@ class PiecesRefiner:
 
     def refine(self, images: Sequence[np.ndarray], instances: Sequence[Instances]) -> list[Instances]:
         if len(images) != len(instances):
-            raise CelmaskError("pieces refiner", f"got {len(images)} images but {len(instances)} Instances",
-                               "pass one Instances per image")
+            raise CelmaskError(
+                "pieces refiner",
+                f"got {len(images)} images but {len(instances)} Instances",
+                "pass one Instances per image",
+            )
         return [self._refine_frame(image, inst) for image, inst in zip(images, instances)]
 
     def _refine_frame(self, image: np.ndarray, inst: Instances) -> Instances:
         if image.shape != (*inst.size, 3) or image.dtype != np.uint8:
-            raise CelmaskError("pieces refiner", f"image is {image.dtype} {image.shape} but its Instances are {inst.size}",
-                               "pass RGB uint8 frames at the masks' resolution")
+            raise CelmaskError(
+                "pieces refiner",
+                f"image is {image.dtype} {image.shape} but its Instances are {inst.size}",
+                "pass RGB uint8 frames at the masks' resolution",
+            )
         refined = np.zeros(len(inst), bool)
         masks = inst.mask.copy()
         if inst.mask.any():
@@ -179,5 +186,10 @@ class PiecesRefiner:
                 before = mask[window]  # holds all of the mask: the guard's answer is the same as on the frame
                 if accept_refinement(before, after) and not np.array_equal(before, after):
                     mask[window], refined[i] = after, True
-        return Instances.from_masks(masks, score=inst.score, class_id=inst.class_id, track_id=inst.track_id,
-                                    data={**inst.data, "refined": refined})
+        return Instances.from_masks(
+            masks,
+            score=inst.score,
+            class_id=inst.class_id,
+            track_id=inst.track_id,
+            data={**inst.data, "refined": refined},
+        )

@@ -29,13 +29,14 @@ import numpy as np
 
 from celmask.models.detectors.yolo import auto_device
 from celmask.models.weights import SAM_WEIGHTS, resolve_weights, weights_id
-from celmask.tasks.core.errors import CelmaskError
+from celmask.tasks.core.errors import CelmaskError, first_line
 from celmask.tasks.core.instances import Instances, mask_boxes
 from celmask.tasks.core.masks import accept_refinement
 
 if TYPE_CHECKING:
+    from typing import Self  # typing.Self needs Python 3.11
+
     from segment_anything.modeling import Sam
-    from typing_extensions import Self  # typing.Self needs Python 3.11
 
 SAM_CHECKPOINT_ENV = "CELMASK_SAM_CHECKPOINT"
 """Per-kind override: the path of the SAM checkpoint to use (see celmask.models.weights)."""
@@ -48,8 +49,11 @@ encoder normalises per pixel, so the exact value matters little."""
 
 
 def load_sam(
-    model_type: str, checkpoint: str | os.PathLike | None = None, *,
-    cache_dir: str | os.PathLike | None = None, download: bool | None = None,
+    model_type: str,
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    download: bool | None = None,
 ) -> tuple[Sam, str]:
     """A ``Sam`` of ``model_type`` (``vit_b``, ``vit_l``, ``vit_h``) with the weights that
     :func:`~celmask.models.weights.resolve_weights` finds, on the CPU, and their id
@@ -58,37 +62,54 @@ def load_sam(
     from segment_anything import sam_model_registry
 
     if model_type not in sam_model_registry:
-        raise CelmaskError(model_type, "is not a SAM model type", f"set refiner.model to one of {sorted(sam_model_registry)}")
-    path = resolve_weights(checkpoint, SAM_WEIGHTS.get(model_type), env_var=SAM_CHECKPOINT_ENV,
-                           cache_dir=cache_dir, download=download, key="refiner.checkpoint")
+        raise CelmaskError(
+            model_type, "is not a SAM model type", f"set refiner.model to one of {sorted(sam_model_registry)}"
+        )
+    path = resolve_weights(
+        checkpoint,
+        SAM_WEIGHTS.get(model_type),
+        env_var=SAM_CHECKPOINT_ENV,
+        cache_dir=cache_dir,
+        download=download,
+        key="refiner.checkpoint",
+    )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and torch raise many kinds for a bad file
-        raise CelmaskError(path, f"cannot be read as a SAM checkpoint ({type(error).__name__}: {_first_line(error)})",
-                           "pass a Segment Anything .pth file (refiner.checkpoint)") from error
+        raise CelmaskError(
+            path,
+            f"cannot be read as a SAM checkpoint ({type(error).__name__}: {first_line(error)})",
+            "pass a Segment Anything .pth file (refiner.checkpoint)",
+        ) from error
     encoder = state.get("image_encoder.pos_embed") if isinstance(state, dict) else None
     if encoder is None:
-        raise CelmaskError(path, "is not a Segment Anything checkpoint (no image encoder weights)",
-                           "pass a Segment Anything .pth file (refiner.checkpoint)")
+        raise CelmaskError(
+            path,
+            "is not a Segment Anything checkpoint (no image encoder weights)",
+            "pass a Segment Anything .pth file (refiner.checkpoint)",
+        )
     width, expected = encoder.shape[-1], SAM_WIDTHS.get(model_type)
     if expected is not None and width != expected:
         actual = {w: t for t, w in SAM_WIDTHS.items() if t != "default"}.get(width)
         if actual:
-            raise CelmaskError(path, f"is a SAM {actual} checkpoint, not {model_type}", f"set refiner.model to {actual}")
-        raise CelmaskError(path, f"is not a SAM {model_type} checkpoint (image encoder width {width}, not {expected})",
-                           "pass the checkpoint of the model type set in refiner.model")
+            raise CelmaskError(
+                path, f"is a SAM {actual} checkpoint, not {model_type}", f"set refiner.model to {actual}"
+            )
+        raise CelmaskError(
+            path,
+            f"is not a SAM {model_type} checkpoint (image encoder width {width}, not {expected})",
+            "pass the checkpoint of the model type set in refiner.model",
+        )
     sam = sam_model_registry[model_type]()
     try:
         sam.load_state_dict(state)
     except RuntimeError as error:
-        raise CelmaskError(path, f"does not fit SAM {model_type} ({_first_line(error)})",
-                           "pass the checkpoint of the model type set in refiner.model") from error
+        raise CelmaskError(
+            path,
+            f"does not fit SAM {model_type} ({first_line(error)})",
+            "pass the checkpoint of the model type set in refiner.model",
+        ) from error
     return sam.eval(), f"{model_type}:{weights_id(path, cache_dir=cache_dir)}"
-
-
-def _first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else ""
 
 
 def sam_device(device: str = "auto") -> str:
@@ -122,7 +143,9 @@ def mask_prompts(masks: np.ndarray, img_size: int, prompt_size: tuple[int, int])
 def accept_proposals(instances: Instances, proposals: np.ndarray) -> Instances:
     """``instances`` with each row's mask (and box) replaced by its proposal (n, H, W)
     where :func:`~celmask.tasks.core.masks.accept_refinement` allows it; ``data["refined"]`` says where."""
-    accepted = np.array([accept_refinement(before, after) for before, after in zip(instances.mask, proposals)], dtype=bool)
+    accepted = np.array(
+        [accept_refinement(before, after) for before, after in zip(instances.mask, proposals)], dtype=bool
+    )
     xyxy = instances.xyxy.copy()
     xyxy[accepted] = mask_boxes(proposals[accepted])
     return Instances(
@@ -148,8 +171,14 @@ class _SamBacked(ABC):
 
     @classmethod
     def from_checkpoint(
-        cls, model_type: str = "vit_b", checkpoint: str | os.PathLike | None = None, *,
-        cache_dir: str | os.PathLike | None = None, download: bool | None = None, device: str = "auto", **options,
+        cls,
+        model_type: str = "vit_b",
+        checkpoint: str | os.PathLike | None = None,
+        *,
+        cache_dir: str | os.PathLike | None = None,
+        download: bool | None = None,
+        device: str = "auto",
+        **options,
     ) -> Self:
         """Build from SAM weights found by :func:`load_sam`; ``options`` go to the constructor."""
         sam, weights = load_sam(model_type, checkpoint, cache_dir=cache_dir, download=download)
@@ -198,14 +227,19 @@ class SamRefiner(_SamBacked):
         with torch.inference_mode():
             predictor.set_image(image)
             boxes = predictor.transform.apply_boxes_torch(
-                torch.as_tensor(instances.xyxy[rows], dtype=torch.float32, device=self.device), instances.size)
+                torch.as_tensor(instances.xyxy[rows], dtype=torch.float32, device=self.device), instances.size
+            )
             prompts = torch.as_tensor(
-                mask_prompts(instances.mask[rows], self.sam.image_encoder.img_size, self.sam.prompt_encoder.mask_input_size),
-                device=self.device)
+                mask_prompts(
+                    instances.mask[rows], self.sam.image_encoder.img_size, self.sam.prompt_encoder.mask_input_size
+                ),
+                device=self.device,
+            )
             for start in range(0, rows.size, self.batch):
                 part = slice(start, start + self.batch)
                 masks, quality, _ = predictor.predict_torch(
-                    None, None, boxes=boxes[part], mask_input=prompts[part], multimask_output=True)
+                    None, None, boxes=boxes[part], mask_input=prompts[part], multimask_output=True
+                )
                 best = quality.argmax(dim=1)
                 proposals[rows[part]] = masks[torch.arange(len(best)), best].cpu().numpy()
             predictor.reset_image()
@@ -277,15 +311,21 @@ class VoteRefiner(_SamBacked):
 
     kind = "sam-vote"
 
-    def __init__(self, sam: Sam, *, weights: str = "random-init", device: str = "auto", config: VoteConfig = VoteConfig()) -> None:
+    def __init__(
+        self, sam: Sam, *, weights: str = "random-init", device: str = "auto", config: VoteConfig = VoteConfig()
+    ) -> None:
         from segment_anything import SamAutomaticMaskGenerator
 
         super().__init__(sam, weights=weights, device=device)
         self.config = config
         self.generator = SamAutomaticMaskGenerator(
-            self.sam, points_per_side=config.points_per_side, points_per_batch=config.points_per_batch,
-            pred_iou_thresh=config.pred_iou_thresh, stability_score_thresh=config.stability_score_thresh,
-            crop_n_layers=config.crop_n_layers, crop_n_points_downscale_factor=config.crop_n_points_downscale_factor,
+            self.sam,
+            points_per_side=config.points_per_side,
+            points_per_batch=config.points_per_batch,
+            pred_iou_thresh=config.pred_iou_thresh,
+            stability_score_thresh=config.stability_score_thresh,
+            crop_n_layers=config.crop_n_layers,
+            crop_n_points_downscale_factor=config.crop_n_points_downscale_factor,
         )
 
     def propose(self, image: np.ndarray, instances: Instances) -> np.ndarray:
@@ -299,8 +339,11 @@ class VoteRefiner(_SamBacked):
 
         height, width = image.shape[:2]
         scale = min(1.0, self.config.max_side / max(height, width))
-        small = image if scale == 1.0 else cv2.resize(
-            image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+        small = (
+            image
+            if scale == 1.0
+            else cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+        )
         with torch.inference_mode():
             records = self.generator.generate(small)
         masks = [r["segmentation"] for r in records]

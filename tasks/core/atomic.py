@@ -33,11 +33,27 @@ def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    directory = os.open(path.parent, os.O_RDONLY)
+    _sync_dir(path.parent)  # the rename itself survives a power cut
+
+
+def _sync_dir(path: Path) -> None:
+    directory = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(directory)  # the rename itself survives a power cut
+        os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def remove_durably(*paths: Path) -> None:
+    """Remove those of ``paths`` that exist, in order, each removal on disk before the
+    next: a withdrawn claim (``_SUCCESS.json``) must not come back after a power cut
+    while what replaced its subject stays."""
+    for path in paths:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        _sync_dir(path.parent)
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:

@@ -57,3 +57,10 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, CelmaskError):
         return False
     return isinstance(error, (ConnectionError, TimeoutError, MemoryError)) or is_out_of_memory(error)
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message, for a one-line error about it: libraries
+    put advice of their own (ultralytics, torch) on the lines below."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""

@@ -43,7 +43,9 @@ class Instances:
 
     def __post_init__(self) -> None:
         if self.mask.ndim != 3 or self.mask.dtype != np.bool_:
-            raise ValueError(f"mask must be a (n, H, W) bool array, but got shape {self.mask.shape} dtype {self.mask.dtype}")
+            raise ValueError(
+                f"mask must be a (n, H, W) bool array, but got shape {self.mask.shape} dtype {self.mask.dtype}"
+            )
         n = self.mask.shape[0]
         for name, shape, kind in (
             ("xyxy", (n, 4), np.floating),
@@ -53,7 +55,9 @@ class Instances:
         ):
             value = getattr(self, name)
             if value.shape != shape or not np.issubdtype(value.dtype, kind):
-                raise ValueError(f"{name} must have shape {shape} and a {kind.__name__} dtype, but got shape {value.shape} dtype {value.dtype}")
+                raise ValueError(
+                    f"{name} must have shape {shape} and a {kind.__name__} dtype, but got shape {value.shape} dtype {value.dtype}"
+                )
         for key, value in self.data.items():
             if len(value) != n:
                 raise ValueError(f"data[{key!r}] must have {n} rows, but got {len(value)}")

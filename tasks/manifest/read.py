@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from celmask.tasks.core.errors import CelmaskError
-from celmask.tasks.manifest.schema import ShotMeta, read_shot_meta, shot_files
 from celmask.tasks.core.rle import decode_mask
+from celmask.tasks.manifest.schema import ShotMeta, read_shot_meta, shot_files
 from celmask.tasks.video import iter_frames, probe
 
 FRAME_NAME = "{:06d}"
@@ -90,8 +90,10 @@ def read_shot_rows(path: str | Path) -> ShotRows:
     meta = read_shot_meta(path)
     table = pq.read_table(path, columns=list(COLUMNS), partitioning=None)
     columns = [table.column(c).to_pylist() for c in COLUMNS]
-    rows = [Row(f, t, label, score, source, key, tuple(box), area, rle)
-            for f, t, label, score, source, key, box, area, rle in zip(*columns)]
+    rows = [
+        Row(f, t, label, score, source, key, tuple(box), area, rle)
+        for f, t, label, score, source, key, box, area, rle in zip(*columns)
+    ]
     return ShotRows(meta, rows)
 
 
@@ -107,14 +109,18 @@ class VideoFrames:
     increasing order. ``metas`` (not empty) are the episode's shots; the video must be
     theirs."""
 
-    def __init__(self, video: str | Path, metas: list[ShotMeta], size: tuple[int, int] | None = None,
-                 *, deblock: bool = True) -> None:
+    def __init__(
+        self, video: str | Path, metas: list[ShotMeta], size: tuple[int, int] | None = None, *, deblock: bool = True
+    ) -> None:
         info = probe(video)
         expected = {m.video_fingerprint for m in metas}
         if info.fingerprint not in expected:
-            raise CelmaskError(video, f"is not the video episode {metas[0].episode_id} was segmented from "
-                               f"(fingerprint {info.fingerprint}, the manifest's {', '.join(sorted(expected))})",
-                               "pass the episode's source video with --video")
+            raise CelmaskError(
+                video,
+                f"is not the video episode {metas[0].episode_id} was segmented from "
+                f"(fingerprint {info.fingerprint}, the manifest's {', '.join(sorted(expected))})",
+                "pass the episode's source video with --video",
+            )
         self.video = video
         self.size = size or (info.width, info.height)
         self._frames = iter_frames(video, width=self.size[0], height=self.size[1], deblock=deblock)
@@ -126,8 +132,11 @@ class VideoFrames:
                 return frame.image
             if frame.index > index:
                 break
-        raise CelmaskError(self.video, f"has no frame {index} (or it was asked for out of order)",
-                           "pass the episode's source video, complete")
+        raise CelmaskError(
+            self.video,
+            f"has no frame {index} (or it was asked for out of order)",
+            "pass the episode's source video, complete",
+        )
 
     def close(self) -> None:
         """Stop decoding (kills ffmpeg when frames are left)."""

@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+
 from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.core.rle import decode_mask
 from celmask.tasks.core.types import Shot
@@ -130,8 +131,10 @@ class ShotMeta:
 
     def to_metadata(self) -> dict[str, str]:
         """Parquet key-value metadata: ``celmask.<field>`` -> canonical JSON."""
-        return {META_PREFIX + k: v if k == "config_json" else json.dumps(v, sort_keys=True, separators=(",", ":"))
-                for k, v in asdict(self).items()}
+        return {
+            META_PREFIX + k: v if k == "config_json" else json.dumps(v, sort_keys=True, separators=(",", ":"))
+            for k, v in asdict(self).items()
+        }
 
     @classmethod
     def from_metadata(cls, where: str | Path, metadata: dict[bytes, bytes] | None) -> ShotMeta:
@@ -139,17 +142,32 @@ class ShotMeta:
         schema version is a :class:`CelmaskError`."""
         md = {k.decode(): v.decode() for k, v in (metadata or {}).items() if k.startswith(META_PREFIX.encode())}
         if META_PREFIX + "schema_version" not in md:
-            raise CelmaskError(where, "not a celmask shot file (no celmask.schema_version metadata)",
-                               "point at celmask output, or re-run the shot")
+            raise CelmaskError(
+                where,
+                "not a celmask shot file (no celmask.schema_version metadata)",
+                "point at celmask output, or re-run the shot",
+            )
         check_version(where, json.loads(md[META_PREFIX + "schema_version"]))
         try:
-            values = {name: md[META_PREFIX + name] if name == "config_json" else json.loads(md[META_PREFIX + name])
-                      for name in cls.__dataclass_fields__}
-            return cls(**{**values, "shot": Shot(**values["shot"]), "source_size": tuple(values["source_size"]),
-                          "work_size": tuple(values["work_size"]), "labels": tuple(values["labels"])})
+            values = {
+                name: md[META_PREFIX + name] if name == "config_json" else json.loads(md[META_PREFIX + name])
+                for name in cls.__dataclass_fields__
+            }
+            return cls(
+                **{
+                    **values,
+                    "shot": Shot(**values["shot"]),
+                    "source_size": tuple(values["source_size"]),
+                    "work_size": tuple(values["work_size"]),
+                    "labels": tuple(values["labels"]),
+                }
+            )
         except (KeyError, TypeError, ValueError) as error:
-            raise CelmaskError(where, f"celmask metadata is incomplete or malformed ({type(error).__name__}: {error})",
-                               "re-run the shot") from None
+            raise CelmaskError(
+                where,
+                f"celmask metadata is incomplete or malformed ({type(error).__name__}: {error})",
+                "re-run the shot",
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -179,6 +197,10 @@ class ShotSummary:
     keyframes: tuple[Keyframe, ...] = ()
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall time per stage, the manifest's own writing included."""
+    ran_on: dict[str, str] = field(default_factory=dict)
+    """Where the shot was segmented: ``host``, ``device`` (the models' torch device) and
+    ``cuda_visible_devices`` (the GPUs its worker pinned it to, "" when unpinned). In
+    ``_run/``'s summary only: the manifest's bytes do not depend on where it ran."""
 
     @classmethod
     def failed(cls, episode_id: str, shot: Shot, error: str, seconds: dict[str, float] | None = None) -> ShotSummary:
@@ -196,20 +218,47 @@ class ShotSummary:
         """The summary as a row of :data:`EPISODE_SCHEMA`."""
         s = self.shot
         return {
-            "episode_id": self.episode_id, "shot_index": s.index, "start": s.start, "end": s.end,
-            "start_time": s.start_time, "end_time": s.end_time, "transition": s.transition,
-            "transition_start": s.transition_start, "transition_end": s.transition_end,
-            "status": self.status, "error": self.error, "frames": self.frames, "drawings": self.drawings,
-            "rows": self.rows, "tracks": self.tracks,
+            "episode_id": self.episode_id,
+            "shot_index": s.index,
+            "start": s.start,
+            "end": s.end,
+            "start_time": s.start_time,
+            "end_time": s.end_time,
+            "transition": s.transition,
+            "transition_start": s.transition_start,
+            "transition_end": s.transition_end,
+            "status": self.status,
+            "error": self.error,
+            "frames": self.frames,
+            "drawings": self.drawings,
+            "rows": self.rows,
+            "tracks": self.tracks,
             "keyframes": json.dumps([asdict(k) for k in self.keyframes], sort_keys=True),
-            "seconds": json.dumps(self.seconds, sort_keys=True), "total_seconds": round(sum(self.seconds.values()), 4),
+            "seconds": json.dumps(self.seconds, sort_keys=True),
+            "total_seconds": round(sum(self.seconds.values()), 4),
         }
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ShotSummary:
-        shot = Shot(row["shot_index"], *(row[k] for k in ("start", "end", "start_time", "end_time", "transition", "transition_start", "transition_end")))
-        return cls(row["episode_id"], shot, row["status"], row["error"], row["frames"], row["drawings"], row["rows"],
-                   row["tracks"], tuple(Keyframe(**k) for k in json.loads(row["keyframes"])), json.loads(row["seconds"]))
+        shot = Shot(
+            row["shot_index"],
+            *(
+                row[k]
+                for k in ("start", "end", "start_time", "end_time", "transition", "transition_start", "transition_end")
+            ),
+        )
+        return cls(
+            row["episode_id"],
+            shot,
+            row["status"],
+            row["error"],
+            row["frames"],
+            row["drawings"],
+            row["rows"],
+            row["tracks"],
+            tuple(Keyframe(**k) for k in json.loads(row["keyframes"])),
+            json.loads(row["seconds"]),
+        )
 
 
 # --------------------------------------------------------------------------- layout
@@ -249,8 +298,11 @@ def check_version(where: str | Path, version: Any) -> None:
     """Refuse a schema version this celmask does not read."""
     if version not in SCHEMAS:
         known = ", ".join(map(str, SCHEMAS))
-        raise CelmaskError(where, f"manifest schema version {version!r}; this celmask reads version {known}",
-                           "read it with the celmask version that wrote it, or re-run the episode")
+        raise CelmaskError(
+            where,
+            f"manifest schema version {version!r}; this celmask reads version {known}",
+            "read it with the celmask version that wrote it, or re-run the episode",
+        )
 
 
 def read_shot_meta(path: str | Path) -> ShotMeta:
@@ -260,12 +312,17 @@ def read_shot_meta(path: str | Path) -> ShotMeta:
         schema = pq.read_schema(path)
     except (OSError, pa.ArrowException) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CelmaskError(path, f"not a readable Parquet file, truncated or corrupt ({reason})", "re-run this shot") from None
+        raise CelmaskError(
+            path, f"not a readable Parquet file, truncated or corrupt ({reason})", "re-run this shot"
+        ) from None
     meta = ShotMeta.from_metadata(path, schema.metadata)
     differences = schema_differences(schema, SCHEMAS[meta.schema_version])
     if differences:
-        raise CelmaskError(path, f"columns do not match schema version {meta.schema_version}: {'; '.join(differences)}",
-                           "re-run the shot")
+        raise CelmaskError(
+            path,
+            f"columns do not match schema version {meta.schema_version}: {'; '.join(differences)}",
+            "re-run the shot",
+        )
     return meta
 
 
@@ -301,16 +358,24 @@ def iter_masks(
     in memory at a time. Held frames yield the same read-only array; copy it to
     change it."""
     if episode_dirs(episode_dir) != [Path(episode_dir)]:
-        raise CelmaskError(episode_dir, "is an output tree, and frame indices are per episode", "pass one episode directory OUT/<episode_id>")
+        raise CelmaskError(
+            episode_dir,
+            "is an output tree, and frame indices are per episode",
+            "pass one episode directory OUT/<episode_id>",
+        )
     files = shot_files(episode_dir)
     if track is not None:
         files = {track[0]: files[track[0]]} if track[0] in files else {}
-    filters = ([("frame_index", "=", frame)] if frame is not None else []) + ([("track_id", "=", track[1])] if track is not None else [])
+    filters = ([("frame_index", "=", frame)] if frame is not None else []) + (
+        [("track_id", "=", track[1])] if track is not None else []
+    )
     for index, path in files.items():
         meta = read_shot_meta(path)
         if frame is not None and not meta.shot.start <= frame < meta.shot.end:
             continue
-        table = pq.read_table(path, columns=["frame_index", "track_id", "mask_rle"], filters=filters or None, partitioning=None)
+        table = pq.read_table(
+            path, columns=["frame_index", "track_id", "mask_rle"], filters=filters or None, partitioning=None
+        )
         height, width = meta.source_size
         current: dict[str, np.ndarray] = {}
         previous: dict[str, np.ndarray] = {}
@@ -323,7 +388,9 @@ def iter_masks(
                 try:
                     mask = decode_mask(rle, height, width)
                 except ValueError as error:
-                    raise CelmaskError(path, f"frame {f} track {t}: mask_rle does not decode ({error})", "re-run this shot") from None
+                    raise CelmaskError(
+                        path, f"frame {f} track {t}: mask_rle does not decode ({error})", "re-run this shot"
+                    ) from None
                 mask.flags.writeable = False
             current[rle] = mask
             yield f, index, t, mask
@@ -337,6 +404,8 @@ def read_episode_table(episode_dir: str | Path) -> list[ShotSummary]:
     except FileNotFoundError:
         raise CelmaskError(path, "no episode table", "run the episode flow, or write_episode_table") from None
     except (OSError, pa.ArrowException) as error:
-        raise CelmaskError(path, f"not a readable Parquet file ({str(error).splitlines()[0]})", "write the episode table again") from None
+        raise CelmaskError(
+            path, f"not a readable Parquet file ({str(error).splitlines()[0]})", "write the episode table again"
+        ) from None
     check_version(path, json.loads((table.schema.metadata or {}).get(b"celmask.schema_version", b"null")))
     return [ShotSummary.from_row(row) for row in table.to_pylist()]

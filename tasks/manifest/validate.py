@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
 from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.core.rle import rle_counts, rle_geometry
 from celmask.tasks.core.types import SOURCE_LABELS
@@ -85,13 +86,29 @@ def validate(path: str | Path) -> Validation:
             setattr(out, name, getattr(out, name) + getattr(check, name))
         if success is None:
             if not (episode / SUCCESS_NAME).exists():
-                out.add(episode, f"no {SUCCESS_NAME}: the episode is incomplete or not finalized",
-                        "finish the run, or run celmask finalize once every shot is written")
+                out.add(
+                    episode,
+                    f"no {SUCCESS_NAME}: the episode is incomplete or not finalized",
+                    "finish the run, or run celmask finalize once every shot is written",
+                )
         else:
-            found = {"episode_id": episode.name, "shots": check.shots, "frames": check.frames, "rows": check.rows}
-            wrong = [f"{k} {success.get(k)!r} but the files hold {v!r}" for k, v in found.items() if success.get(k) != v]
+            found = {
+                "episode_id": episode.name,
+                "shots": check.shots,
+                "frames": check.frames,
+                "rows": check.rows,
+                "video_fingerprint": check.metas[0].video_fingerprint if check.metas else "",
+                "config_hashes": sorted({m.config_hash for m in check.metas}),
+            }
+            wrong = [
+                f"{k} {success.get(k)!r} but the files hold {v!r}" for k, v in found.items() if success.get(k) != v
+            ]
             if wrong:
-                out.add(episode / SUCCESS_NAME, f"disagrees with the shot files: {'; '.join(wrong)}", "run celmask finalize again")
+                out.add(
+                    episode / SUCCESS_NAME,
+                    f"disagrees with the shot files: {'; '.join(wrong)}",
+                    "run celmask finalize again",
+                )
         if (episode / EPISODE_TABLE_NAME).exists():
             _check_episode_table(episode, check, out)
     return out
@@ -105,14 +122,20 @@ def check_shots(episode_dir: str | Path, expected_shots: int | None = None) -> V
     files = shot_files(episode_dir)
     for stray in sorted((episode_dir / SHOTS_DIR).glob("*.parquet")):
         if not SHOT_FILE.fullmatch(stray.name):
-            out.add(stray, "is not a shot_<NNNN>.parquet file but dataset readers would read it", "move it out of shots/")
+            out.add(
+                stray, "is not a shot_<NNNN>.parquet file but dataset readers would read it", "move it out of shots/"
+            )
     count = expected_shots if expected_shots is not None else max(files, default=-1) + 1
     for index in range(count):
         if index not in files:
             out.add(shot_path(episode_dir, index), "missing", f"re-run shot {index} of {count}")
     for index, path in files.items():
         if index >= count:
-            out.add(path, f"is not one of the {count} shots of the episode", "delete it, or finalize with the right shot count")
+            out.add(
+                path,
+                f"is not one of the {count} shots of the episode",
+                "delete it, or finalize with the right shot count",
+            )
             continue
         check_shot_file(path, index, episode_dir.name, out)
     _check_tiling(episode_dir, out)
@@ -136,8 +159,11 @@ def check_shot_file(path: Path, index: int, episode_id: str, out: Validation) ->
     out.rows += table.num_rows
     fix = "re-run this shot"
     if meta.shot.index != index or meta.episode_id != episode_id:
-        out.add(path, f"metadata says episode {meta.episode_id!r} shot {meta.shot.index}, the path episode {episode_id!r} shot {index}",
-                "move it where it belongs or re-run the shot")
+        out.add(
+            path,
+            f"metadata says episode {meta.episode_id!r} shot {meta.shot.index}, the path episode {episode_id!r} shot {index}",
+            "move it where it belongs or re-run the shot",
+        )
     if table.num_rows != meta.rows:
         out.add(path, f"holds {table.num_rows} rows, its metadata {meta.rows}", fix)
     c = {name: table.column(name) for name in ("frame_index", "track_id")}
@@ -149,25 +175,45 @@ def check_shot_file(path: Path, index: int, episode_id: str, out: Validation) ->
             out.add(path, f"{int(rows.sum())} row(s) {what} (first: frame {frames[first]} track {tracks[first]})", fix)
 
     h, w = meta.source_size
-    bad(pc.not_equal(table.column("episode_id"), episode_id).to_numpy(zero_copy_only=False), f"with an episode_id other than {episode_id!r}")
+    bad(
+        pc.not_equal(table.column("episode_id"), episode_id).to_numpy(zero_copy_only=False),
+        f"with an episode_id other than {episode_id!r}",
+    )
     bad(table.column("shot_index").to_numpy() != meta.shot.index, f"with a shot_index other than {meta.shot.index}")
-    bad((frames < meta.shot.start) | (frames >= meta.shot.end), f"outside the shot's frames [{meta.shot.start}, {meta.shot.end})")
+    bad(
+        (frames < meta.shot.start) | (frames >= meta.shot.end),
+        f"outside the shot's frames [{meta.shot.start}, {meta.shot.end})",
+    )
     step = np.diff(frames.astype(np.int64) * (2**32) + tracks)
     bad(np.concatenate([[False], step == 0]), "repeating a (frame, track) already in the shot")
     bad(np.concatenate([[False], step < 0]), "out of (frame, track) order")
-    bad((table.column("height").to_numpy() != h) | (table.column("width").to_numpy() != w), f"whose size is not the video's {w}x{h}")
-    bad(~pc.is_in(table.column("label"), pa.array(meta.labels)).to_numpy(zero_copy_only=False), f"with a label not in {list(meta.labels)}")
-    bad(~pc.is_in(table.column("source"), pa.array(SOURCE_LABELS)).to_numpy(zero_copy_only=False), f"with a source not in {list(SOURCE_LABELS)}")
+    bad(
+        (table.column("height").to_numpy() != h) | (table.column("width").to_numpy() != w),
+        f"whose size is not the video's {w}x{h}",
+    )
+    bad(
+        ~pc.is_in(table.column("label"), pa.array(meta.labels)).to_numpy(zero_copy_only=False),
+        f"with a label not in {list(meta.labels)}",
+    )
+    bad(
+        ~pc.is_in(table.column("source"), pa.array(SOURCE_LABELS)).to_numpy(zero_copy_only=False),
+        f"with a source not in {list(SOURCE_LABELS)}",
+    )
     score = table.column("score").to_numpy()
     bad(~((score >= 0) & (score <= 1)), "with a score outside [0, 1]")
     key, distance = (table.column(name) for name in ("keyframe_frame", "keyframe_distance"))
     no_key, no_distance = (c.is_null().to_numpy(zero_copy_only=False) for c in (key, distance))
     agree = np.abs(frames - key.fill_null(-1).to_numpy()) == distance.fill_null(-1).to_numpy()
-    bad(~((no_key & no_distance) | (~no_key & ~no_distance & agree)), "whose keyframe_distance is not |frame - keyframe_frame|")
+    bad(
+        ~((no_key & no_distance) | (~no_key & ~no_distance & agree)),
+        "whose keyframe_distance is not |frame - keyframe_frame|",
+    )
     _check_masks(table, meta, out, path, bad)
 
 
-def _check_masks(table: pa.Table, meta: ShotMeta, out: Validation, path: Path, bad: Callable[[np.ndarray, str], None]) -> None:
+def _check_masks(
+    table: pa.Table, meta: ShotMeta, out: Validation, path: Path, bad: Callable[[np.ndarray, str], None]
+) -> None:
     """Every distinct mask string decodes to height x width, and each row's bbox and
     area are its mask's."""
     h, w = meta.source_size
@@ -193,14 +239,25 @@ def _check_tiling(episode_dir: Path, out: Validation) -> None:
     """The valid shots follow each other without gaps or overlaps, on one video."""
     metas = sorted(out.metas, key=lambda m: m.shot.index)
     if metas and metas[0].shot.index == 0 and metas[0].shot.start != 0:
-        out.add(shot_path(episode_dir, 0), f"starts at frame {metas[0].shot.start}, not 0", "re-run the episode's shot detection and shots")
+        out.add(
+            shot_path(episode_dir, 0),
+            f"starts at frame {metas[0].shot.start}, not 0",
+            "re-run the episode's shot detection and shots",
+        )
     for a, b in itertools.pairwise(metas):
         if b.shot.index == a.shot.index + 1 and b.shot.start != a.shot.end:
-            out.add(shot_path(episode_dir, b.shot.index), f"starts at frame {b.shot.start} but shot {a.shot.index} ends at {a.shot.end}",
-                    "re-run both shots from one shot detection")
+            out.add(
+                shot_path(episode_dir, b.shot.index),
+                f"starts at frame {b.shot.start} but shot {a.shot.index} ends at {a.shot.end}",
+                "re-run both shots from one shot detection",
+            )
     videos = {m.video_fingerprint for m in metas}
     if len(videos) > 1:
-        out.add(episode_dir, f"shots come from {len(videos)} different videos ({', '.join(sorted(videos))})", "re-run the episode from one video")
+        out.add(
+            episode_dir,
+            f"shots come from {len(videos)} different videos ({', '.join(sorted(videos))})",
+            "re-run the episode from one video",
+        )
 
 
 def _read_success(episode: Path, out: Validation) -> dict | None:
@@ -229,6 +286,15 @@ def _check_episode_table(episode: Path, check: Validation, out: Validation) -> N
     for meta in check.metas:
         summary = rows.get(meta.shot.index)
         if summary is None or summary.status != "ok":
-            state = "no row" if summary is None else f"status {summary.status!r}"
-            out.add(episode / EPISODE_TABLE_NAME, f"shot {meta.shot.index} has {state} though its file is written",
-                    "write the episode table again from the shots' summaries")
+            if summary is None:
+                out.add(
+                    episode / EPISODE_TABLE_NAME,
+                    f"shot {meta.shot.index} has no row though its file is written",
+                    "write the episode table again from the shots' summaries (celmask finalize)",
+                )
+            else:  # its last run failed; the file is an earlier run's
+                out.add(
+                    episode / EPISODE_TABLE_NAME,
+                    f"shot {meta.shot.index}'s last run has status {summary.status!r} (its file is an earlier run's)",
+                    f"re-run shot {meta.shot.index}",
+                )

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from celmask.tasks.core.atomic import atomic_file, write_atomic
 from celmask.tasks.core.config import config_hash, config_json
 from celmask.tasks.core.errors import CelmaskError
@@ -88,12 +89,14 @@ def upscale_window(mask: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray,
     if bw == 0:
         return np.zeros((0, 0), bool), 0, 0
     if (h, w) == tuple(size):
-        return mask[y:y + bh, x:x + bw], y, x
+        return mask[y : y + bh, x : x + bw], y, x
     (y0, y1, top, bottom), (x0, x1, left, right) = (
         _span(lo, hi, n, out) for lo, hi, n, out in ((y, y + bh, h, size[0]), (x, x + bw, w, size[1]))
     )
     sy, sx = size[0] / h, size[1] / w
-    soft = cv2.resize(mask[y0:y1, x0:x1].T.astype(np.float32, order="C"), (bottom - top, right - left), interpolation=cv2.INTER_LINEAR)
+    soft = cv2.resize(
+        mask[y0:y1, x0:x1].T.astype(np.float32, order="C"), (bottom - top, right - left), interpolation=cv2.INTER_LINEAR
+    )
     bilinear = (soft >= 0.5).view(np.uint8)
     thick = cv2.morphologyEx(bilinear, cv2.MORPH_OPEN, np.ones((math.ceil(sx) + 1, math.ceil(sy) + 1), np.uint8))
     smooth = cv2.GaussianBlur(soft, (0, 0), sigmaX=UPSCALE_SIGMA * sy, sigmaY=UPSCALE_SIGMA * sx) >= 0.5
@@ -113,7 +116,7 @@ def upscale_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(H, W) = ``size`` bool: ``mask`` as the manifest stores it at source resolution."""
     window, top, left = upscale_window(mask, size)
     full = np.zeros(size, bool)
-    full[top:top + window.shape[0], left:left + window.shape[1]] = window
+    full[top : top + window.shape[0], left : left + window.shape[1]] = window
     return full
 
 
@@ -140,10 +143,19 @@ def _encode_drawing(inst: Instances, size: tuple[int, int], labels: tuple[str, .
         runs = window_runs(window, top, left, height, width)
         area, bbox = rle_geometry(runs, height)
         key = int(inst.data["keyframe_frame"][i])
-        out.append(_Mask(
-            int(inst.track_id[i]), labels[int(inst.class_id[i])], float(inst.score[i]), Source(int(inst.data["source"][i])).label,
-            bool(inst.data["is_keyframe"][i]), key if key >= 0 else None, bbox, area, runs_string(runs, height, width),
-        ))
+        out.append(
+            _Mask(
+                int(inst.track_id[i]),
+                labels[int(inst.class_id[i])],
+                float(inst.score[i]),
+                Source(int(inst.data["source"][i])).label,
+                bool(inst.data["is_keyframe"][i]),
+                key if key >= 0 else None,
+                bbox,
+                area,
+                runs_string(runs, height, width),
+            )
+        )
     return out
 
 
@@ -160,9 +172,24 @@ def _rows(seg: ShotSegmentation, episode_id: str, labels: tuple[str, ...]) -> It
             drawing, masks = d, _encode_drawing(seg.instances[d], seg.source_size, labels)
         for m in masks:
             distance = None if m.keyframe_frame is None else abs(frame - m.keyframe_frame)
-            yield (episode_id, seg.shot.index, frame, pts, m.track_id, m.label, m.score, m.source,
-                   m.is_keyframe and frame == m.keyframe_frame, m.keyframe_frame, distance, m.bbox, m.area,
-                   height, width, m.rle)
+            yield (
+                episode_id,
+                seg.shot.index,
+                frame,
+                pts,
+                m.track_id,
+                m.label,
+                m.score,
+                m.source,
+                m.is_keyframe and frame == m.keyframe_frame,
+                m.keyframe_frame,
+                distance,
+                m.bbox,
+                m.area,
+                height,
+                width,
+                m.rle,
+            )
 
 
 def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
@@ -173,13 +200,28 @@ def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
 def summarize(episode_id: str, seg: ShotSegmentation, *, rows: int, seconds: dict[str, float]) -> ShotSummary:
     """The summary of a shot segmented into ``seg`` and written as ``rows`` rows."""
     keyframes = tuple(
-        Keyframe(int(c.track_id), int(c.frame_index), round(float(c.total), 6),
-                 {k: round(float(v), 6) for k, v in sorted(c.components.items())})
-        for track_id in sorted(seg.keyframes) for c in seg.keyframes[track_id]
+        Keyframe(
+            int(c.track_id),
+            int(c.frame_index),
+            round(float(c.total), 6),
+            {k: round(float(v), 6) for k, v in sorted(c.components.items())},
+        )
+        for track_id in sorted(seg.keyframes)
+        for c in seg.keyframes[track_id]
     )
     tracks = {int(t) for inst in seg.instances for t in inst.track_id}
-    return ShotSummary(episode_id, seg.shot, "ok", "", len(seg.frame_indices), len(seg.instances), rows, len(tracks),
-                       keyframes, {k: round(float(v), 4) for k, v in seconds.items()})
+    return ShotSummary(
+        episode_id,
+        seg.shot,
+        "ok",
+        "",
+        len(seg.frame_indices),
+        len(seg.instances),
+        rows,
+        len(tracks),
+        keyframes,
+        {k: round(float(v), 4) for k, v in seconds.items()},
+    )
 
 
 def write_shot(
@@ -196,10 +238,19 @@ def write_shot(
     start = time.perf_counter()
     episode_dir = Path(episode_dir)
     meta = ShotMeta(
-        schema_version=SCHEMA_VERSION, celmask_version=version("celmask"), episode_id=episode_dir.name, shot=seg.shot,
-        config_json=config_json(config), config_hash=config_hash(config), models=dict(seg.model_ids),
-        video_fingerprint=video_fingerprint, source_size=tuple(seg.source_size), work_size=tuple(seg.work_size),
-        labels=tuple(labels), rows=int(sum(len(seg.instances[d]) for d in seg.drawing)), drawings=len(seg.instances),
+        schema_version=SCHEMA_VERSION,
+        celmask_version=version("celmask"),
+        episode_id=episode_dir.name,
+        shot=seg.shot,
+        config_json=config_json(config),
+        config_hash=config_hash(config),
+        models=dict(seg.model_ids),
+        video_fingerprint=video_fingerprint,
+        source_size=tuple(seg.source_size),
+        work_size=tuple(seg.work_size),
+        labels=tuple(labels),
+        rows=int(sum(len(seg.instances[d]) for d in seg.drawing)),
+        drawings=len(seg.instances),
         tracks=len({int(t) for inst in seg.instances for t in inst.track_id}),
     )
     schema = SHOT_SCHEMA.with_metadata(meta.to_metadata())
@@ -214,7 +265,9 @@ def write_shot(
                 group = []
         if group:
             writer.write_table(_table(group, schema))
-    return summarize(episode_dir.name, seg, rows=meta.rows, seconds={**seg.seconds, "manifest": time.perf_counter() - start})
+    return summarize(
+        episode_dir.name, seg, rows=meta.rows, seconds={**seg.seconds, "manifest": time.perf_counter() - start}
+    )
 
 
 # --------------------------------------------------------------------------- episode
@@ -227,7 +280,9 @@ def write_episode_table(episode_dir: str | Path, shots_info: Iterable[ShotSummar
     indices = [s.shot.index for s in summaries]
     if len(set(indices)) != len(indices):
         raise ValueError(f"one summary per shot, got shots {indices}")
-    schema = EPISODE_SCHEMA.with_metadata({"celmask.schema_version": str(SCHEMA_VERSION), "celmask.version": version("celmask")})
+    schema = EPISODE_SCHEMA.with_metadata(
+        {"celmask.schema_version": str(SCHEMA_VERSION), "celmask.version": version("celmask")}
+    )
     table = pa.Table.from_pylist([s.to_row() for s in summaries], schema=schema)
     path = episode_dir / EPISODE_TABLE_NAME
     episode_dir.mkdir(parents=True, exist_ok=True)
@@ -236,17 +291,24 @@ def write_episode_table(episode_dir: str | Path, shots_info: Iterable[ShotSummar
     return path
 
 
-def write_success(episode_dir: str | Path, expected_shots: int) -> dict[str, Any]:
+def write_success(
+    episode_dir: str | Path, expected_shots: int, shot_detection: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Check that shots 0..``expected_shots``-1 are all written and valid, then write
     ``_SUCCESS.json`` (returned): counts, per-stage seconds from the episode table when
-    there is one, versions. Otherwise remove a stale ``_SUCCESS.json`` and raise."""
+    there is one, versions, and ``shot_detection`` (the shot settings and the learned
+    shot model with its checksum, which decided the shots' ranges) when given.
+    Otherwise remove a stale ``_SUCCESS.json`` and raise."""
     episode_dir = Path(episode_dir)
     check = check_shots(episode_dir, expected_shots)
     success = episode_dir / SUCCESS_NAME
     if check.problems:
         success.unlink(missing_ok=True)
-        raise CelmaskError(episode_dir, f"not complete, {len(check.problems)} problem(s); first: {check.problems[0]}",
-                           "re-run those shots (celmask validate lists every problem), then finalize again")
+        raise CelmaskError(
+            episode_dir,
+            f"not complete, {len(check.problems)} problem(s); first: {check.problems[0]}",
+            "re-run those shots (celmask validate lists every problem), then finalize again",
+        )
     seconds: dict[str, float] = {}
     if (episode_dir / EPISODE_TABLE_NAME).exists():
         for summary in read_episode_table(episode_dir):
@@ -262,8 +324,14 @@ def write_success(episode_dir: str | Path, expected_shots: int) -> dict[str, Any
         "video_fingerprint": check.metas[0].video_fingerprint if check.metas else "",
         "config_hashes": sorted({m.config_hash for m in check.metas}),
         "seconds": seconds,
-        "versions": {"celmask": version("celmask"), "pyarrow": pa.__version__, "numpy": np.__version__,
-                     "pycocotools": version("pycocotools"), "python": platform.python_version()},
+        **({"shot_detection": shot_detection} if shot_detection is not None else {}),
+        "versions": {
+            "celmask": version("celmask"),
+            "pyarrow": pa.__version__,
+            "numpy": np.__version__,
+            "pycocotools": version("pycocotools"),
+            "python": platform.python_version(),
+        },
     }
     write_atomic(success, (json.dumps(content, indent=1, sort_keys=True) + "\n").encode())
     return content

@@ -54,12 +54,17 @@ def _head(fh: IO[str], episode_id: str, metas: list[ShotMeta], what: str) -> dic
     """Write the opening, ``info``, ``licenses`` and ``categories``; label -> category id."""
     labels = list(dict.fromkeys(label for m in metas for label in m.labels))
     info = {
-        "description": f"celmask {what} of episode {episode_id}", "episode_id": episode_id, "version": version("celmask"),
+        "description": f"celmask {what} of episode {episode_id}",
+        "episode_id": episode_id,
+        "version": version("celmask"),
         "video_fingerprint": metas[0].video_fingerprint if metas else "",
-        "config_hashes": sorted({m.config_hash for m in metas}), "frame_file": _frame_file(0),
+        "config_hashes": sorted({m.config_hash for m in metas}),
+        "frame_file": _frame_file(0),
     }
     fh.write('{"info":' + _dumps(info) + ',"licenses":[]')
-    _write_list(fh, "categories", ({"id": i + 1, "name": label, "supercategory": "character"} for i, label in enumerate(labels)))
+    _write_list(
+        fh, "categories", ({"id": i + 1, "name": label, "supercategory": "character"} for i, label in enumerate(labels))
+    )
     return {label: i + 1 for i, label in enumerate(labels)}
 
 
@@ -68,18 +73,45 @@ def write_coco(episode_dir: Path, dest: Path, video: str | Path | None = None) -
     metas = shot_metas(episode_dir)
     with open(dest / JSON_NAME, "w") as fh:
         category = _head(fh, episode_dir.name, metas, "COCO instances")
-        _write_list(fh, "images", (
-            {"id": f + 1, "file_name": _frame_file(f), "height": m.source_size[0], "width": m.source_size[1],
-             "frame_index": f, "shot_index": m.shot.index}
-            for m in metas for f in range(m.shot.start, m.shot.end)
-        ))
-        _write_list(fh, "annotations", (
-            {"id": n + 1, "image_id": r.frame_index + 1, "category_id": category[r.label], "iscrowd": 0,
-             "segmentation": {"size": list(shot.size), "counts": r.rle}, "area": r.area, "bbox": list(r.bbox),
-             "track_id": r.track_id, "shot_index": shot.meta.shot.index, "score": r.score, "source": r.source,
-             "is_keyframe": r.is_keyframe}
-            for n, (shot, r) in enumerate((shot, r) for shot in iter_shots(episode_dir) for r in shot.rows if r.area)
-        ))
+        _write_list(
+            fh,
+            "images",
+            (
+                {
+                    "id": f + 1,
+                    "file_name": _frame_file(f),
+                    "height": m.source_size[0],
+                    "width": m.source_size[1],
+                    "frame_index": f,
+                    "shot_index": m.shot.index,
+                }
+                for m in metas
+                for f in range(m.shot.start, m.shot.end)
+            ),
+        )
+        _write_list(
+            fh,
+            "annotations",
+            (
+                {
+                    "id": n + 1,
+                    "image_id": r.frame_index + 1,
+                    "category_id": category[r.label],
+                    "iscrowd": 0,
+                    "segmentation": {"size": list(shot.size), "counts": r.rle},
+                    "area": r.area,
+                    "bbox": list(r.bbox),
+                    "track_id": r.track_id,
+                    "shot_index": shot.meta.shot.index,
+                    "score": r.score,
+                    "source": r.source,
+                    "is_keyframe": r.is_keyframe,
+                }
+                for n, (shot, r) in enumerate(
+                    (shot, r) for shot in iter_shots(episode_dir) for r in shot.rows if r.area
+                )
+            ),
+        )
         fh.write("}\n")
     return 1
 
@@ -91,11 +123,21 @@ def _track_annotations(shot: ShotRows, category: dict[str, int]) -> Iterable[dic
     for r in shot.rows:
         if not r.area:
             continue
-        t = tracks.setdefault(r.track_id, {
-            "video_id": shot.meta.shot.index + 1, "category_id": category[r.label], "iscrowd": 0, "track_id": r.track_id,
-            "height": shot.size[0], "width": shot.size[1],
-            "segmentations": [None] * length, "bboxes": [None] * length, "areas": [None] * length, "scores": [],
-        })
+        t = tracks.setdefault(
+            r.track_id,
+            {
+                "video_id": shot.meta.shot.index + 1,
+                "category_id": category[r.label],
+                "iscrowd": 0,
+                "track_id": r.track_id,
+                "height": shot.size[0],
+                "width": shot.size[1],
+                "segmentations": [None] * length,
+                "bboxes": [None] * length,
+                "areas": [None] * length,
+                "scores": [],
+            },
+        )
         i = r.frame_index - start
         t["segmentations"][i] = {"size": list(shot.size), "counts": r.rle}
         t["bboxes"][i], t["areas"][i] = list(r.bbox), r.area
@@ -110,15 +152,29 @@ def write_ytvis(episode_dir: Path, dest: Path, video: str | Path | None = None) 
     metas = shot_metas(episode_dir)
     with open(dest / JSON_NAME, "w") as fh:
         category = _head(fh, episode_dir.name, metas, "YouTube-VIS")
-        _write_list(fh, "videos", (
-            {"id": m.shot.index + 1, "name": f"shot_{m.shot.index:04d}", "height": m.source_size[0],
-             "width": m.source_size[1], "length": m.shot.frame_count, "shot_index": m.shot.index,
-             "file_names": [_frame_file(f) for f in range(m.shot.start, m.shot.end)]}
-            for m in metas
-        ))
-        _write_list(fh, "annotations", (
-            {"id": n + 1, **a}
-            for n, a in enumerate(a for shot in iter_shots(episode_dir) for a in _track_annotations(shot, category))
-        ))
+        _write_list(
+            fh,
+            "videos",
+            (
+                {
+                    "id": m.shot.index + 1,
+                    "name": f"shot_{m.shot.index:04d}",
+                    "height": m.source_size[0],
+                    "width": m.source_size[1],
+                    "length": m.shot.frame_count,
+                    "shot_index": m.shot.index,
+                    "file_names": [_frame_file(f) for f in range(m.shot.start, m.shot.end)],
+                }
+                for m in metas
+            ),
+        )
+        _write_list(
+            fh,
+            "annotations",
+            (
+                {"id": n + 1, **a}
+                for n, a in enumerate(a for shot in iter_shots(episode_dir) for a in _track_annotations(shot, category))
+            ),
+        )
         fh.write("}\n")
     return 1

@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from PIL import Image
+
 from celmask.tasks.core.atomic import staged_dir
 from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.manifest.layout import SUCCESS_NAME, exports_dir, shot_path
@@ -51,7 +53,6 @@ from celmask.tasks.manifest.read import (
 from celmask.tasks.manifest.schema import episode_dirs
 from celmask.tasks.outputs.coco import write_coco, write_ytvis
 from celmask.tasks.outputs.preview import write_previews
-from PIL import Image
 
 log = logging.getLogger("celmask.exports")
 
@@ -133,9 +134,11 @@ def write_palette(episode_dir: Path, dest: Path, video: str | Path | None = None
     for shot in iter_shots(episode_dir):
         too_many = [r.track_id for r in shot.rows if r.track_id + 1 > 255]
         if too_many:
-            raise CelmaskError(shot_path(episode_dir, shot.meta.shot.index),
-                               f"track {too_many[0]} does not fit a palette PNG (255 tracks at most)",
-                               "export --format png instead: one file per track")
+            raise CelmaskError(
+                shot_path(episode_dir, shot.meta.shot.index),
+                f"track {too_many[0]} does not fit a palette PNG (255 tracks at most)",
+                "export --format png instead: one file per track",
+            )
         encode = _palette_encoder(shot)
         for frame, rows in shot.frames():
             _frame_path(dest, shot, frame).write_bytes(encode(tuple((r.track_id, r.rle) for r in rows)))
@@ -162,9 +165,11 @@ def write_cutouts(episode_dir: Path, dest: Path, video: str | Path) -> int:
                 image = frames.get(frame)
                 for r in fresh:
                     x, y, w, h = r.bbox
-                    alpha = shot.mask(r.rle)[y:y + h, x:x + w]
-                    rgba = np.dstack([image[y:y + h, x:x + w] * alpha[..., None], alpha.view(np.uint8) * 255])
-                    _frame_path(dest, shot, frame, r.track_id).write_bytes(_png(Image.fromarray(rgba), CUTOUT_PNG_LEVEL))
+                    alpha = shot.mask(r.rle)[y : y + h, x : x + w]
+                    rgba = np.dstack([image[y : y + h, x : x + w] * alpha[..., None], alpha.view(np.uint8) * 255])
+                    _frame_path(dest, shot, frame, r.track_id).write_bytes(
+                        _png(Image.fromarray(rgba), CUTOUT_PNG_LEVEL)
+                    )
                     files += 1
     finally:
         frames.close()
@@ -201,16 +206,24 @@ def export_episode(episode_dir: Path, fmt: str, dest: Path, video: str | Path | 
     """Export one episode in format ``fmt`` into ``dest`` (replaced when complete)."""
     start = time.perf_counter()
     if not (episode_dir / SUCCESS_NAME).exists():
-        log.warning("%s: no %s, so the episode may be incomplete; exporting the shots written so far", episode_dir, SUCCESS_NAME)
+        log.warning(
+            "%s: no %s, so the episode may be incomplete; exporting the shots written so far", episode_dir, SUCCESS_NAME
+        )
     with staged_dir(dest) as tmp:
         files = FORMATS[fmt].write(episode_dir, tmp, video)
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     return Exported(episode_dir.name, fmt, dest, files, size, round(time.perf_counter() - start, 3))
 
 
-def export(out: str | Path, fmt: str, *, episode: str | None = None, to: str | Path | None = None,
-           video: str | Path | None = None,
-           recorded_video: Callable[[Path], str | None] = lambda episode_dir: None) -> list[Exported]:
+def export(
+    out: str | Path,
+    fmt: str,
+    *,
+    episode: str | None = None,
+    to: str | Path | None = None,
+    video: str | Path | None = None,
+    recorded_video: Callable[[Path], str | None] = lambda episode_dir: None,
+) -> list[Exported]:
     """Export every episode of ``out`` (an output tree or one episode directory), or
     only ``episode``, in format ``fmt``; see the module docstring. Without ``video``,
     an episode's pixels come from ``recorded_video(episode_dir)`` (the run's record)."""
@@ -220,13 +233,21 @@ def export(out: str | Path, fmt: str, *, episode: str | None = None, to: str | P
     if episode is not None:
         chosen = [e for e in episodes if e.name == episode]
         if not chosen:
-            raise CelmaskError("--episode", f"{out} has no episode {episode!r}", f"use one of {', '.join(e.name for e in episodes)}")
+            raise CelmaskError(
+                "--episode", f"{out} has no episode {episode!r}", f"use one of {', '.join(e.name for e in episodes)}"
+            )
         episodes = chosen
     if video is not None and len(episodes) > 1:
-        raise CelmaskError("--video", f"{out} holds {len(episodes)} episodes and a video belongs to one", "pass --episode ID")
+        raise CelmaskError(
+            "--video", f"{out} holds {len(episodes)} episodes and a video belongs to one", "pass --episode ID"
+        )
     videos = {e: video if video is not None else recorded_video(e) for e in episodes}
     missing = [e.name for e, v in videos.items() if v is None]
     if missing and FORMATS[fmt].needs_video:
-        raise CelmaskError("--video", f"--format {fmt} needs the source video's pixels and episode {missing[0]} has no "
-                           "recorded video that is still there unchanged", "pass --video PATH")
+        raise CelmaskError(
+            "--video",
+            f"--format {fmt} needs the source video's pixels and episode {missing[0]} has no "
+            "recorded video that is still there unchanged",
+            "pass --video PATH",
+        )
     return [export_episode(e, fmt, exports_dir(e, fmt, to), videos[e]) for e in episodes]

@@ -20,12 +20,20 @@ import cv2
 import numpy as np
 
 from celmask.tasks.manifest.read import Row, ShotRows, VideoFrames, iter_shots, shot_metas
-from celmask.tasks.synth.encode import FfmpegWriter
 from celmask.tasks.video import probe
+from celmask.tasks.video.encoding import FfmpegWriter
 
 TRACK_COLOURS = (
-    (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-    (70, 240, 240), (240, 50, 230), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (250, 190, 212),
+    (0, 128, 128),
+    (220, 190, 255),
 )
 """RGB colour of track ``t``: ``TRACK_COLOURS[t % 10]`` (Trubetskoy's distinct colours
 without the yellows, which mark keyframes)."""
@@ -73,7 +81,7 @@ def draw_overlay(image: np.ndarray, shot: ShotRows, rows: Sequence[Row], caption
             continue
         x0, y0 = int(x * sx), int(y * sy)
         x1, y1 = max(x0 + 1, math.ceil((x + bw) * sx)), max(y0 + 1, math.ceil((y + bh) * sy))
-        crop = np.ascontiguousarray(shot.mask(row.rle)[y:y + bh, x:x + bw]).view(np.uint8)
+        crop = np.ascontiguousarray(shot.mask(row.rle)[y : y + bh, x : x + bw]).view(np.uint8)
         small = cv2.resize(crop, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
         colour = np.array(track_colour(row.track_id), np.float32)
         region = out[y0:y1, x0:x1]
@@ -82,8 +90,14 @@ def draw_overlay(image: np.ndarray, shot: ShotRows, rows: Sequence[Row], caption
         contours, _ = cv2.findContours(small, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         outline = KEY_COLOUR if row.is_keyframe else tuple(int(c) for c in colour)
         cv2.drawContours(region, contours, -1, outline, 2 if row.is_keyframe else 1, cv2.LINE_AA)
-        _label(out, f"{row.track_id} KEY" if row.is_keyframe else str(row.track_id), x0, y0,
-               KEY_COLOUR if row.is_keyframe else track_colour(row.track_id), scale)
+        _label(
+            out,
+            f"{row.track_id} KEY" if row.is_keyframe else str(row.track_id),
+            x0,
+            y0,
+            KEY_COLOUR if row.is_keyframe else track_colour(row.track_id),
+            scale,
+        )
     if caption:
         _label(out, caption, 0, 0, (0, 0, 0), scale)
     return out

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
+
 from celmask.tasks.core.atomic import staged_dir
 from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.core.types import KEYFRAME_COMPONENTS, STILL_HEIGHT, still_size
@@ -54,7 +56,6 @@ from celmask.tasks.manifest.schema import (
     read_episode_table,
 )
 from celmask.tasks.outputs.preview import KEY_COLOUR, draw_overlay, track_colour
-from PIL import Image
 
 SAMPLES = 4
 """Frames sampled evenly across a shot, first and last included."""
@@ -100,7 +101,9 @@ def _at_edge(bbox: tuple[int, int, int, int], size: tuple[int, int]) -> bool:
 def _jump(a: Row, b: Row) -> tuple[float, float]:
     """(area ratio, centre move in box diagonals) between two rows of a track."""
     (ax, ay, aw, ah), (bx, by, bw, bh) = a.bbox, b.bbox
-    move = math.hypot(bx + bw / 2 - ax - aw / 2, by + bh / 2 - ay - ah / 2) / max(1.0, math.hypot(aw, ah), math.hypot(bw, bh))
+    move = math.hypot(bx + bw / 2 - ax - aw / 2, by + bh / 2 - ay - ah / 2) / max(
+        1.0, math.hypot(aw, ah), math.hypot(bw, bh)
+    )
     return max(a.area, b.area) / max(1, min(a.area, b.area)), move
 
 
@@ -115,21 +118,42 @@ def track_flags(shot: ShotRows) -> list[Flag]:
         rows = list(group)
         jumps = []
         for a, b in itertools.pairwise(rows):
-            if b.frame_index == a.frame_index + 1 and a.rle != b.rle and not (_at_edge(a.bbox, size) or _at_edge(b.bbox, size)):
+            if (
+                b.frame_index == a.frame_index + 1
+                and a.rle != b.rle
+                and not (_at_edge(a.bbox, size) or _at_edge(b.bbox, size))
+            ):
                 ratio, move = _jump(a, b)
                 if ratio > JUMP_AREA or move > JUMP_MOVE:
                     jumps.append((ratio, move, b.frame_index))
         if jumps:
             ratio, move, frame = max(jumps)
-            flags.append(Flag("jump", f"track {track}: mask jumps {len(jumps)}x, worst at frame {frame} "
-                                      f"(area x{ratio:.1f}, centre moved {move:.1f} box diagonals)"))
-        gaps = [(a.frame_index + 1, b.frame_index) for a, b in itertools.pairwise(rows) if b.frame_index > a.frame_index + 1]
+            flags.append(
+                Flag(
+                    "jump",
+                    f"track {track}: mask jumps {len(jumps)}x, worst at frame {frame} "
+                    f"(area x{ratio:.1f}, centre moved {move:.1f} box diagonals)",
+                )
+            )
+        gaps = [
+            (a.frame_index + 1, b.frame_index) for a, b in itertools.pairwise(rows) if b.frame_index > a.frame_index + 1
+        ]
         if gaps:
-            flags.append(Flag("gap", f"track {track}: missing in {sum(b - a for a, b in gaps)} frame(s) inside its span, "
-                                     f"first {gaps[0][0]}-{gaps[0][1] - 1}"))
+            flags.append(
+                Flag(
+                    "gap",
+                    f"track {track}: missing in {sum(b - a for a, b in gaps)} frame(s) inside its span, "
+                    f"first {gaps[0][0]}-{gaps[0][1] - 1}",
+                )
+            )
         if rows[-1].frame_index < end - 1 and not _at_edge(rows[-1].bbox, size):
-            flags.append(Flag("vanish", f"track {track}: vanishes after frame {rows[-1].frame_index}, "
-                                        f"{end - 1 - rows[-1].frame_index} frame(s) before the shot ends, away from the frame edge"))
+            flags.append(
+                Flag(
+                    "vanish",
+                    f"track {track}: vanishes after frame {rows[-1].frame_index}, "
+                    f"{end - 1 - rows[-1].frame_index} frame(s) before the shot ends, away from the frame edge",
+                )
+            )
     return flags
 
 
@@ -143,9 +167,16 @@ def shot_flags(summary: ShotSummary, shot: ShotRows | None) -> list[Flag]:
     flags = []
     for k in summary.keyframes:
         if k.score < LOW_SCORE:
-            weak = ", ".join(f"{name} {v:.2f}" for name, v in sorted(k.components.items(), key=lambda kv: kv[1]) if v < WEAK)
-            flags.append(Flag("low-score", f"track {k.track_id}: keyframe {k.frame_index} scores {k.score:.2f}"
-                                           + (f" (weak: {weak})" if weak else "")))
+            weak = ", ".join(
+                f"{name} {v:.2f}" for name, v in sorted(k.components.items(), key=lambda kv: kv[1]) if v < WEAK
+            )
+            flags.append(
+                Flag(
+                    "low-score",
+                    f"track {k.track_id}: keyframe {k.frame_index} scores {k.score:.2f}"
+                    + (f" (weak: {weak})" if weak else ""),
+                )
+            )
     return flags + (track_flags(shot) if shot is not None else [])
 
 
@@ -171,8 +202,9 @@ def _tile(background: np.ndarray, shot: ShotRows | None, rows: Sequence[Row], fr
     return tile
 
 
-def contact_sheet(summary: ShotSummary, shot: ShotRows | None, frames: VideoFrames | None,
-                  size: tuple[int, int]) -> np.ndarray:
+def contact_sheet(
+    summary: ShotSummary, shot: ShotRows | None, frames: VideoFrames | None, size: tuple[int, int]
+) -> np.ndarray:
     """The tiles of :func:`contact_frames`, (width, height) = ``size`` each, side by side."""
     rows = {f: r for f, r in shot.frames()} if shot else {}
     tiles = []
@@ -208,8 +240,15 @@ ul.flags{margin:4px 0 0;padding-left:16px}
 li.failed,li.empty,li.vanish{color:#a00}li.jump,li.gap,li.low-score{color:#960}
 body:has(#flagged-only:checked) section.shot:not(.flagged){display:none}
 """
-SHORT = {"confidence": "conf", "quality": "qual", "size": "size", "completeness": "compl",
-         "sharpness": "sharp", "agreement": "agree", "position": "pos"}
+SHORT = {
+    "confidence": "conf",
+    "quality": "qual",
+    "size": "size",
+    "completeness": "compl",
+    "sharpness": "sharp",
+    "agreement": "agree",
+    "position": "pos",
+}
 
 
 def _level(value: float) -> str:
@@ -222,9 +261,12 @@ def _keyframe_table(keyframes: Sequence[Keyframe]) -> str:
     head = "".join(f"<th>{SHORT.get(c, c)}</th>" for c in KEYFRAME_COMPONENTS)
     body = "".join(
         f'<tr><td><span class=swatch style="background:rgb{track_colour(k.track_id)}"></span>{k.track_id}</td>'
-        f'<td>{k.frame_index}</td><td class={_level(k.score)}><b>{k.score:.2f}</b></td>'
-        + "".join(f"<td class={_level(k.components[c])}>{k.components[c]:.2f}</td>" if c in k.components else "<td></td>"
-                  for c in KEYFRAME_COMPONENTS) + "</tr>"
+        f"<td>{k.frame_index}</td><td class={_level(k.score)}><b>{k.score:.2f}</b></td>"
+        + "".join(
+            f"<td class={_level(k.components[c])}>{k.components[c]:.2f}</td>" if c in k.components else "<td></td>"
+            for c in KEYFRAME_COMPONENTS
+        )
+        + "</tr>"
         for k in keyframes
     )
     return f"<table class=kf><tr><th>track</th><th>frame</th><th>score</th>{head}</tr>{body}</table>"
@@ -233,8 +275,12 @@ def _keyframe_table(keyframes: Sequence[Keyframe]) -> str:
 def _shot_html(summary: ShotSummary, flags: list[Flag], thumb: tuple[str, int, int] | None, preview: str | None) -> str:
     s = summary.shot
     classes = " ".join(["shot"] + (["flagged"] if flags else []) + (["failed"] if summary.status != "ok" else []))
-    image = (f'<img src="{thumb[0]}" width={thumb[1]} height={thumb[2]} loading=lazy decoding=async '
-             f'alt="shot {s.index} contact sheet">' if thumb else "<i>no frames to show</i>")
+    image = (
+        f'<img src="{thumb[0]}" width={thumb[1]} height={thumb[2]} loading=lazy decoding=async '
+        f'alt="shot {s.index} contact sheet">'
+        if thumb
+        else "<i>no frames to show</i>"
+    )
     link = f' &middot; <a href="{html.escape(preview)}">preview video</a>' if preview else ""
     items = "".join(f"<li class={f.kind}>{html.escape(f.text)}</li>" for f in flags)
     return (
@@ -249,15 +295,18 @@ def _shot_html(summary: ShotSummary, flags: list[Flag], thumb: tuple[str, int, i
 def _page(episode_dir: Path, summaries: list[ShotSummary], sections: list[str], flagged: int) -> str:
     failed = sum(s.status != "ok" for s in summaries)
     complete = "complete" if (episode_dir / SUCCESS_NAME).exists() else f"<b>not complete</b> (no {SUCCESS_NAME})"
-    facts = (f"{len(summaries)} shots, {sum(s.frames for s in summaries)} frames, {sum(s.rows for s in summaries)} masks, "
-             f"{sum(s.tracks for s in summaries)} tracks; {failed} failed, {flagged} flagged; {complete}. "
-             "Contact sheets: keyframes outlined yellow, then frames sampled across the shot.")
+    facts = (
+        f"{len(summaries)} shots, {sum(s.frames for s in summaries)} frames, {sum(s.rows for s in summaries)} masks, "
+        f"{sum(s.tracks for s in summaries)} tracks; {failed} failed, {flagged} flagged; {complete}. "
+        "Contact sheets: keyframes outlined yellow, then frames sampled across the shot."
+    )
     name = html.escape(episode_dir.name)
     return (
-        f"<!doctype html><html lang=en><meta charset=utf-8><meta name=viewport content=\"width=device-width\">"
+        f'<!doctype html><html lang=en><meta charset=utf-8><meta name=viewport content="width=device-width">'
         f"<title>celmask QC: {name}</title><style>{STYLE}</style><body><header><h1>celmask QC: {name}</h1>"
         f"<div>{facts}</div><label><input type=checkbox id=flagged-only> only shots with flags</label></header>\n"
-        + "\n".join(sections) + "\n</body></html>\n"
+        + "\n".join(sections)
+        + "\n</body></html>\n"
     )
 
 
@@ -266,10 +315,14 @@ def write_report(episode_dir: str | Path, video: str | Path | None = None) -> Pa
     complete) and return the path of its ``index.html``."""
     episode_dir = Path(episode_dir)
     if episode_dirs(episode_dir) != [episode_dir]:
-        raise CelmaskError(episode_dir, "is an output tree and a report is per episode", "pass one episode directory OUT/<episode_id>")
+        raise CelmaskError(
+            episode_dir, "is an output tree and a report is per episode", "pass one episode directory OUT/<episode_id>"
+        )
     summaries = read_episode_table(episode_dir)
     metas = shot_metas(episode_dir)
-    size = still_size(metas[0].source_size if metas else (STILL_HEIGHT, STILL_HEIGHT))  # no shot files: no contact sheets
+    size = still_size(
+        metas[0].source_size if metas else (STILL_HEIGHT, STILL_HEIGHT)
+    )  # no shot files: no contact sheets
     frames = VideoFrames(video, metas, size, deblock=False) if video is not None and metas else None
     report = report_dir(episode_dir)
     shots = iter_shots(episode_dir)

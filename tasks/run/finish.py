@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from celmask.tasks.core.errors import CelmaskError
-from celmask.tasks.manifest.layout import SUCCESS_NAME
+from celmask.tasks.manifest.layout import SUCCESS_NAME, shots_dir
 from celmask.tasks.manifest.schema import ShotSummary
-from celmask.tasks.manifest.write import write_success, write_episode_table
+from celmask.tasks.manifest.write import write_episode_table, write_success
 from celmask.tasks.outputs.report import write_report
 from celmask.tasks.run.plan import EpisodePlan
 from celmask.tasks.run.shot import recorded_summaries
@@ -42,6 +42,9 @@ def finish_episode(episode_dir: str | Path, plan: EpisodePlan) -> EpisodeResult:
     ``_SUCCESS.json`` when every shot of ``plan`` is written and valid (a stale one is
     removed otherwise)."""
     episode_dir = Path(episode_dir)
+    shots_dir(episode_dir).mkdir(
+        parents=True, exist_ok=True
+    )  # when every shot failed it is still an episode: its report says why
     summaries = recorded_summaries(episode_dir, plan.shots)
     write_episode_table(episode_dir, summaries)
     success, problem = None, ""
@@ -51,7 +54,9 @@ def finish_episode(episode_dir: str | Path, plan: EpisodePlan) -> EpisodeResult:
         problem = f"shots {failed} failed"
     else:
         try:
-            success = write_success(episode_dir, len(plan.shots))
+            success = write_success(
+                episode_dir, len(plan.shots), shot_detection={"config": plan.shot_config, "learned": plan.shot_learned}
+            )
         except CelmaskError as error:
             problem = error.problem
     report = write_report(episode_dir, plan.unchanged_video)

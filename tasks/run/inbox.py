@@ -81,7 +81,9 @@ def _list_local(inbox: str) -> list[tuple[str, str, int, str]]:
     try:
         return [(p.name, str(p), p.stat().st_size, "") for p in root.iterdir() if _wanted(p.name) and p.is_file()]
     except OSError as error:
-        raise CelmaskError(inbox, f"inbox cannot be listed ({error.strerror or error})", "check its permissions") from error
+        raise CelmaskError(
+            inbox, f"inbox cannot be listed ({error.strerror or error})", "check its permissions"
+        ) from error
 
 
 def _list_remote(inbox: str) -> list[tuple[str, str, int, str]]:
@@ -95,10 +97,15 @@ def _list_remote(inbox: str) -> list[tuple[str, str, int, str]]:
     except CelmaskError:
         raise
     except ImportError as error:  # fsspec names the package the protocol needs
-        raise CelmaskError(inbox, f"cannot be opened ({error})", "install that package in celmask's environment") from error
+        raise CelmaskError(
+            inbox, f"cannot be opened ({error})", "install that package in celmask's environment"
+        ) from error
     except Exception as error:  # unknown protocol, credentials, network
-        raise CelmaskError(inbox, f"inbox cannot be listed ({type(error).__name__}: {error})",
-                           "check the URL and the storage's credentials") from error
+        raise CelmaskError(
+            inbox,
+            f"inbox cannot be listed ({type(error).__name__}: {error})",
+            "check the URL and the storage's credentials",
+        ) from error
     base = inbox.rstrip("/")
     items = []
     for entry in entries:
@@ -152,8 +159,17 @@ def find_episodes(inbox: str, out: str | Path) -> list[InboxItem]:
     for name, source, size, version in listed:
         episode_id = Path(name).stem
         if episode_id in first:
-            items.append(InboxItem(episode_id, source, size, False, "not run",
-                                   f"same episode id as {first[episode_id]}; rename one of them", version))
+            items.append(
+                InboxItem(
+                    episode_id,
+                    source,
+                    size,
+                    False,
+                    "not run",
+                    f"same episode id as {first[episode_id]}; rename one of them",
+                    version,
+                )
+            )
             continue
         first[episode_id] = name
         done, reason = _done(source, version, out / episode_id)
@@ -182,8 +198,11 @@ def fetch(item: InboxItem, staging: str | Path) -> Path:
     except Exception as error:
         with contextlib.suppress(OSError):
             partial.unlink()
-        raise CelmaskError(item.source, f"cannot be copied to {staging} ({type(error).__name__}: {error})",
-                           "check the storage and the free space; the next run tries again") from error
+        raise CelmaskError(
+            item.source,
+            f"cannot be copied to {staging} ({type(error).__name__}: {error})",
+            "check the storage and the free space; the next run tries again",
+        ) from error
     return target
 
 

@@ -8,8 +8,10 @@ exports (where the source video is). ``_run/`` starts with ``_`` so that dataset
 readers (pyarrow, pandas, DuckDB) skip it, like ``_episode.parquet``.
 
 A second run of the same video reuses the plan's shots when the video's content
-fingerprint and the shot settings are unchanged: shot detection decodes the whole
-episode, and its result depends on nothing else.
+fingerprint, the shot settings and the learned shot model (its weights' checksum) are
+unchanged: shot detection decodes the whole episode, and its result depends on nothing
+else. ``shot_learned`` records what the learned model did (model id, device, frames
+read); ``_SUCCESS.json`` carries it with the shot settings into the manifest.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from celmask.models import transnetv2
 from celmask.tasks.core.atomic import write_atomic
 from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.core.types import Shot
@@ -46,6 +49,8 @@ class EpisodePlan:
     shot_config: dict[str, Any]
     config: dict[str, Any] = field(default_factory=dict)
     """The segmentation settings of the episode run, flat dotted keys (celmask.tasks.core.config.flatten)."""
+    shot_learned: dict[str, Any] = field(default_factory=dict)
+    """What shot detection's learned model did (ShotResult.learned): mode, model id with checksum, device, frames read."""
     version: int = PLAN_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,8 +78,11 @@ class EpisodePlan:
     def shot(self, index: int) -> Shot:
         """Shot ``index``, or a one-line error naming the valid range."""
         if not 0 <= index < len(self.shots):
-            raise CelmaskError(f"shot {index}", f"episode {self.episode_id} has shots 0..{len(self.shots) - 1}",
-                               "pick a shot from the episode table or the report")
+            raise CelmaskError(
+                f"shot {index}",
+                f"episode {self.episode_id} has shots 0..{len(self.shots) - 1}",
+                "pick a shot from the episode table or the report",
+            )
         return self.shots[index]
 
 
@@ -84,13 +92,19 @@ def load_plan(episode_dir: str | Path) -> EpisodePlan:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise CelmaskError(episode_dir, f"has no {RUN_DIR}/{PLAN_NAME}: not an episode written by `celmask run`",
-                           "pass OUT/<episode_id> of a celmask run, or run the episode first") from None
+        raise CelmaskError(
+            episode_dir,
+            f"has no {RUN_DIR}/{PLAN_NAME}: not an episode written by `celmask run`",
+            "pass OUT/<episode_id> of a celmask run, or run the episode first",
+        ) from None
     except (OSError, ValueError) as error:
         raise CelmaskError(path, f"unreadable ({error})", "run the episode again to rewrite it") from None
     if data.get("version") != PLAN_VERSION:
-        raise CelmaskError(path, f"plan version {data.get('version')!r}, this celmask reads {PLAN_VERSION}",
-                           "run the episode again with this celmask")
+        raise CelmaskError(
+            path,
+            f"plan version {data.get('version')!r}, this celmask reads {PLAN_VERSION}",
+            "run the episode again with this celmask",
+        )
     return EpisodePlan.from_dict(data)
 
 
@@ -105,8 +119,11 @@ def episode_id_of(video: str | Path, episode_id: str | None = None) -> str:
     a plain directory name."""
     value = episode_id if episode_id is not None else Path(str(video)).stem
     if not value or value in (".", "..") or "/" in value or os.sep in value or value.startswith(("_", ".")):
-        raise CelmaskError(f"episode id {value!r}", "must be a plain directory name not starting with '_' or '.'",
-                           "pass --episode-id with letters, digits, '-' or '_'")
+        raise CelmaskError(
+            f"episode id {value!r}",
+            "must be a plain directory name not starting with '_' or '.'",
+            "pass --episode-id with letters, digits, '-' or '_'",
+        )
     return value
 
 
@@ -131,12 +148,29 @@ def plan_episode(
             old = load_plan(episode_dir)
         except CelmaskError:
             old = None  # an unreadable plan is rebuilt
-    reused = old is not None and old.fingerprint == info.fingerprint and old.shot_config == shot_settings
-    shots = old.shots if reused else tuple(detect_shots(video, shot_config, info=info).shots)
+    model = None if shot_config.learned == "never" else transnetv2.model_id()
+    reused = (
+        old is not None
+        and old.fingerprint == info.fingerprint
+        and old.shot_config == shot_settings
+        and old.shot_learned.get("model") == model
+    )
+    if reused:
+        shots, learned = old.shots, old.shot_learned
+    else:
+        result = detect_shots(video, shot_config, info=info)
+        shots, learned = tuple(result.shots), result.learned
     plan = EpisodePlan(
-        episode_id=episode_dir.name, video=str(Path(video).resolve()), fingerprint=info.fingerprint,
-        frame_count=info.frame_count, fps=info.fps, size=(info.width, info.height), shots=shots,
-        shot_config=shot_settings, config=dict(config),
+        episode_id=episode_dir.name,
+        video=str(Path(video).resolve()),
+        fingerprint=info.fingerprint,
+        frame_count=info.frame_count,
+        fps=info.fps,
+        size=(info.width, info.height),
+        shots=shots,
+        shot_config=shot_settings,
+        config=dict(config),
+        shot_learned=learned,
     )
     if plan != old:
         save_plan(episode_dir, plan)

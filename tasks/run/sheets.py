@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from celmask.tasks.core.atomic import write_atomic
 from celmask.tasks.core.types import still_size
 from celmask.tasks.manifest.layout import sheet_path, shot_path

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from celmask.tasks.core.atomic import write_atomic
+from celmask.models.detectors.yolo import auto_device
+from celmask.tasks.core.atomic import remove_durably, write_atomic
 from celmask.tasks.core.config import apply, config_hash
 from celmask.tasks.core.errors import CelmaskError, TransientError
 from celmask.tasks.core.types import Shot
-from celmask.tasks.manifest.layout import shot_path, summary_path
+from celmask.tasks.manifest.layout import episode_table, shot_path, success_path, summary_path
 from celmask.tasks.manifest.schema import ShotSummary, read_shot_meta
 from celmask.tasks.segment.config import SegmentConfig
 from celmask.tasks.segment.model_sets import lend_models
@@ -65,8 +67,12 @@ class Faults:
         unknown = set(d) - {"shots", "attempts", "transient", "crash"}
         if unknown:
             raise CelmaskError("faults", f"unknown keys {sorted(unknown)}", "use shots, attempts, transient, crash")
-        return cls(tuple(int(s) for s in d.get("shots", ())), int(d.get("attempts", 1)), bool(d.get("transient", False)),
-                   tuple(int(s) for s in d.get("crash", ())))
+        return cls(
+            tuple(int(s) for s in d.get("shots", ())),
+            int(d.get("attempts", 1)),
+            bool(d.get("transient", False)),
+            tuple(int(s) for s in d.get("crash", ())),
+        )
 
     def check(self, shot: int, attempt: int) -> None:
         """Raise the injected failure for ``shot`` on its ``attempt`` (1-based), if any."""
@@ -74,8 +80,12 @@ class Faults:
             os._exit(CRASH_STATUS)
         if shot in self.shots and attempt <= self.attempts:
             kind = TransientError if self.transient else CelmaskError
-            raise kind(f"shot {shot}", f"injected {'transient ' if self.transient else ''}failure (attempt {attempt} of "
-                       f"{self.attempts} that fail)", "this is a rehearsal: retry the shot")
+            raise kind(
+                f"shot {shot}",
+                f"injected {'transient ' if self.transient else ''}failure (attempt {attempt} of "
+                f"{self.attempts} that fail)",
+                "this is a rehearsal: retry the shot",
+            )
 
 
 def read_summary(episode_dir: str | Path, shot: Shot) -> ShotSummary | None:
@@ -88,14 +98,26 @@ def read_summary(episode_dir: str | Path, shot: Shot) -> ShotSummary | None:
     return summary if summary.shot == shot else None
 
 
+def ran_on(config: SegmentConfig) -> dict[str, str]:
+    """Where this process segments (:attr:`ShotSummary.ran_on`): host, the models' device,
+    and the GPUs its worker pinned it to."""
+    device = auto_device() if config.device == "auto" else config.device
+    return {
+        "host": socket.gethostname(),
+        "device": device,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+    }
+
+
 def _write_summary(episode_dir: Path, summary: ShotSummary) -> None:
     path = summary_path(episode_dir, summary.shot.index)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, (json.dumps(summary.to_dict(), sort_keys=True) + "\n").encode())
 
 
-def cached_summary(episode_dir: Path, shot: Shot, fingerprint: str, settings_hash: str,
-                   model_ids: dict[str, str]) -> ShotSummary | None:
+def cached_summary(
+    episode_dir: Path, shot: Shot, fingerprint: str, settings_hash: str, model_ids: dict[str, str]
+) -> ShotSummary | None:
     """The summary of ``shot`` when its file was written from this content, else None."""
     summary = read_summary(episode_dir, shot)
     path = shot_path(episode_dir, shot.index)
@@ -105,21 +127,43 @@ def cached_summary(episode_dir: Path, shot: Shot, fingerprint: str, settings_has
         meta = read_shot_meta(path)
     except CelmaskError:
         return None
-    same = (meta.episode_id == episode_dir.name and meta.video_fingerprint == fingerprint
-            and (meta.shot.start, meta.shot.end) == (shot.start, shot.end)
-            and meta.config_hash == settings_hash and meta.models == model_ids)
+    same = (
+        meta.episode_id == episode_dir.name
+        and meta.video_fingerprint == fingerprint
+        and (meta.shot.start, meta.shot.end) == (shot.start, shot.end)
+        and meta.config_hash == settings_hash
+        and meta.models == model_ids
+    )
     return summary if same else None
 
 
-def run_shot(video: str | Path, shot: Shot, episode_dir: str | Path, settings: dict[str, Any],
-             *, force: bool = False, faults: Faults = Faults(), attempt: int = 1) -> ShotOutcome:
+def withdraw_claims(episode_dir: Path, index: int) -> None:
+    """Before shot ``index``'s result changes: the episode no longer claims to be
+    complete (``_SUCCESS.json``, the episode table) nor the shot to be done (its
+    summary), so a run that dies from here on leaves an episode that is plainly
+    incomplete, whichever of the shot's files are there. Finishing the episode writes
+    the claims again from what is on disk."""
+    remove_durably(success_path(episode_dir), episode_table(episode_dir), summary_path(episode_dir, index))
+
+
+def run_shot(
+    video: str | Path,
+    shot: Shot,
+    episode_dir: str | Path,
+    settings: dict[str, Any],
+    *,
+    force: bool = False,
+    faults: Faults = Faults(),
+    attempt: int = 1,
+) -> ShotOutcome:
     """Segment ``shot`` of ``video`` with ``settings`` (flat dotted keys) into
     ``episode_dir``'s manifest, or return the recorded result when the content key
     matches (``force``: recompute anyway). ``faults`` fail it on purpose on its
-    ``attempt``. Leaves the shot's contact sheet beside its summary. A failure records
-    a failed summary, removes the shot's older file and sheet (they would pass for this
-    run's) and re-raises."""
-    from celmask.tasks.manifest.layout import sheet_path
+    ``attempt``. Leaves the shot's contact sheet beside its summary.
+
+    The claims go first (:func:`withdraw_claims`), the shot file is replaced only by a
+    complete new one, so a failure never costs the previous good file; it records a
+    failed summary and re-raises. An interruption (Ctrl-C) records nothing more."""
     from celmask.tasks.manifest.write import write_shot
     from celmask.tasks.run.sheets import write_shot_sheet
 
@@ -133,19 +177,22 @@ def run_shot(video: str | Path, shot: Shot, episode_dir: str | Path, settings: d
                 summary = cached_summary(episode_dir, shot, info.fingerprint, config_hash(config), models.ids)
                 if summary is not None:
                     return ShotOutcome(summary, cached=True)
+            withdraw_claims(episode_dir, shot.index)
             seg = segment_shot(video, shot, config, models=models)
         summary = write_shot(episode_dir, seg, config, info.fingerprint)
         write_shot_sheet(episode_dir, seg, summary)
-    except BaseException as error:
-        shot_path(episode_dir, shot.index).unlink(missing_ok=True)
-        sheet_path(episode_dir, shot.index).unlink(missing_ok=True)
-        _write_summary(episode_dir, ShotSummary.failed(episode_dir.name, shot, _describe(error)))
+    except Exception as error:
+        withdraw_claims(episode_dir, shot.index)
+        _write_summary(
+            episode_dir, replace(ShotSummary.failed(episode_dir.name, shot, _describe(error)), ran_on=ran_on(config))
+        )
         raise
+    summary = replace(summary, ran_on=ran_on(config))
     _write_summary(episode_dir, summary)
     return ShotOutcome(summary, cached=False)
 
 
-def _describe(error: BaseException) -> str:
+def _describe(error: Exception) -> str:
     return str(error) if isinstance(error, CelmaskError) else f"{type(error).__name__}: {error}"
 
 
@@ -157,5 +204,8 @@ def recorded_summaries(episode_dir: str | Path, shots: tuple[Shot, ...]) -> list
         summary = read_summary(episode_dir, shot)
         if summary is not None and summary.status == "ok" and not shot_path(episode_dir, shot.index).exists():
             summary = None  # its file was removed since
-        out.append(summary or ShotSummary.failed(Path(episode_dir).name, shot, "no result recorded (never run, or its run was lost)"))
+        out.append(
+            summary
+            or ShotSummary.failed(Path(episode_dir).name, shot, "no result recorded (never run, or its run was lost)")
+        )
     return out

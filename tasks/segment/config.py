@@ -1,16 +1,19 @@
-"""Every setting of per-shot segmentation, with its default (``celmask config`` lists
-them; keys as in :mod:`celmask.tasks.core.config`)."""
+"""Every setting of per-shot segmentation, with its default and the values it may take
+(``celmask config`` lists them; keys and rules as in :mod:`celmask.tasks.core.config`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated, ClassVar
 
 from celmask.models.propagators.optical_flow import OpticalFlowConfig
 from celmask.models.refiners.pieces import PiecesConfig
-from celmask.tasks.shots.holds import HOLD_BLOCK, HOLD_THRESHOLD
+from celmask.tasks.core.config import NON_NEGATIVE, SHARE, OneOf, Range, check_rules
+from celmask.tasks.segment.evidence import EvidenceConfig
 from celmask.tasks.segment.keyframes import KeyframeConfig
 from celmask.tasks.segment.propagate import PropagationConfig
 from celmask.tasks.segment.tracks import TrackConfig
+from celmask.tasks.shots.holds import HOLD_BLOCK, HOLD_THRESHOLD
 
 DETECTORS = ("yolo", "file")
 PROPAGATORS = ("flow", "sam2", "none")
@@ -21,61 +24,63 @@ SAM_MODELS = ("vit_b", "vit_l", "vit_h")
 
 @dataclass(frozen=True)
 class SegmentConfig:
-    detector: str = "yolo"
+    RENAMED: ClassVar[dict[str, str]] = {"detector.device": "device", "tracks.min_drawings": "evidence.min_drawings"}
+    """Old keys and what they are now: a one-line error points from one to the other."""
+
+    device: str = "auto"
+    """Torch device of every model (detector, SAM 2, SAM): auto (cuda, then mps, then cpu;
+    SAM: cuda, else cpu) or a torch device such as cpu or cuda:1."""
+    detector: Annotated[str, OneOf(DETECTORS)] = "yolo"
     """yolo: ultralytics YOLO-seg weights (detector.weights); file: per-frame instances
     from a Parquet file (detector.path)."""
     detector_weights: str = "builtin"
-    """YOLO -seg weights: a .pt path, or builtin (celmask's detector trained on generated data)."""
+    """YOLO -seg weights: a .pt path, or builtin (celmask's detector, trained on real anime art and generated data)."""
     detector_path: str | None = None
     """Parquet of per-frame detections for detector=file."""
-    detector_imgsz: int = 416
+    detector_imgsz: Annotated[int, Range(32)] = 416
     """Inference image size (the builtin detector was fine-tuned at 416)."""
-    detector_conf: float = 0.25
+    detector_conf: Annotated[float, SHARE] = 0.25
     """Minimum detection confidence."""
-    detector_iou: float = 0.7
+    detector_iou: Annotated[float, SHARE] = 0.7
     """IoU of non-maximum suppression."""
-    detector_classes: tuple[int, ...] | None = None
+    detector_classes: Annotated[tuple[int, ...] | None, NON_NEGATIVE] = None
     """Class ids to keep (none: all)."""
-    detector_batch: int = 8
+    detector_batch: Annotated[int, Range(1)] = 8
     """Drawings per inference batch (halved on CUDA out-of-memory)."""
-    detector_device: str = "auto"
-    """auto (cuda, then mps, then cpu) or a torch device."""
-    propagator: str = "flow"
+    propagator: Annotated[str, OneOf(PROPAGATORS)] = "flow"
     """flow: dense optical flow, no weights; sam2: SAM 2 video propagation (propagator.weights); none: per-frame detections only."""
     propagator_weights: str | None = None
     """SAM 2 weights for propagator=sam2 (e.g. sam2_t.pt)."""
-    refiner: str = "pieces"
+    refiner: Annotated[str, OneOf(REFINERS)] = "pieces"
     """sam: Segment Anything prompted by box and mask (refiner.checkpoint); vote: SAM
     automatic masks voted in; pieces: the drawing's own colour pieces, no weights; none."""
     refiner_checkpoint: str | None = None
     """Segment Anything checkpoint for refiner=sam/vote (path, or found in the weights cache)."""
-    refiner_model: str = "vit_b"
+    refiner_model: Annotated[str, OneOf(SAM_MODELS)] = "vit_b"
     """Segment Anything model type of refiner.checkpoint: vit_b, vit_l or vit_h."""
-    keyframe: str = "score"
+    keyframe: Annotated[str, OneOf(KEYFRAMES)] = "score"
     """score: the combined keyframe score; confidence: detector confidence alone (baseline)."""
-    keyframe_weights: dict[str, float] = field(default_factory=lambda: dict(KeyframeConfig().weights))
+    keyframe_weights: Annotated[dict[str, float], NON_NEGATIVE] = field(
+        default_factory=lambda: dict(KeyframeConfig().weights)
+    )
     """Weight of each keyframe score component."""
-    keyframe_neighbours: int = KeyframeConfig.neighbours
+    keyframe_neighbours: Annotated[int, NON_NEGATIVE] = KeyframeConfig.neighbours
     """Drawings either side a candidate's agreement is measured against."""
-    work_size: int = 960
+    work_size: Annotated[int, Range(32)] = 960
     """Long side (pixels) frames are segmented at; larger sources are scaled down."""
     hold_reuse: bool = True
     """Run the models once per unique drawing and copy to held frames; false runs them on
     every frame (the per-frame baseline: slower, and it flickers on held drawings)."""
-    hold_threshold: float = HOLD_THRESHOLD
+    hold_threshold: Annotated[float, Range(0, 255)] = HOLD_THRESHOLD
     """Largest block change (grey levels) of a frame that still shows the previous drawing."""
-    hold_block: int = HOLD_BLOCK
+    hold_block: Annotated[int, Range(1)] = HOLD_BLOCK
     """Block edge (pixels at 160 wide) of the held-frame test."""
     tracks: TrackConfig = field(default_factory=TrackConfig)
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     propagation: PropagationConfig = field(default_factory=PropagationConfig)
     flow: OpticalFlowConfig = field(default_factory=OpticalFlowConfig)
     pieces: PiecesConfig = field(default_factory=PiecesConfig)
 
     def __post_init__(self) -> None:
-        for name, allowed in (("detector", DETECTORS), ("propagator", PROPAGATORS), ("refiner", REFINERS),
-                              ("keyframe", KEYFRAMES), ("refiner_model", SAM_MODELS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if self.work_size < 32:
-            raise ValueError(f"work_size must be >= 32, got {self.work_size}")
+        check_rules(self)
         KeyframeConfig(self.keyframe_weights, self.keyframe_neighbours)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+
 from celmask.tasks.core.instances import Instances
 from celmask.tasks.core.masks import mask_centre, mask_iou, shift_mask
 from celmask.tasks.core.types import KEYFRAME_COMPONENTS
@@ -39,8 +40,13 @@ COMPONENTS = KEYFRAME_COMPONENTS
 class KeyframeConfig:
     weights: dict[str, float] = field(
         default_factory=lambda: {
-            "confidence": 0.15, "quality": 0.2, "size": 0.15, "completeness": 0.15,
-            "sharpness": 0.05, "agreement": 0.25, "position": 0.05,
+            "confidence": 0.15,
+            "quality": 0.2,
+            "size": 0.15,
+            "completeness": 0.15,
+            "sharpness": 0.05,
+            "agreement": 0.25,
+            "position": 0.05,
         }
     )
     """Weight of each component in the total (normalised to sum to 1)."""
@@ -52,7 +58,9 @@ class KeyframeConfig:
     def __post_init__(self) -> None:
         unknown = set(self.weights) - set(COMPONENTS)
         if unknown or any(w < 0 for w in self.weights.values()) or sum(self.weights.values()) <= 0:
-            raise ValueError(f"keyframe weights must be non-negative, not all zero, over {COMPONENTS}; got {self.weights}")
+            raise ValueError(
+                f"keyframe weights must be non-negative, not all zero, over {COMPONENTS}; got {self.weights}"
+            )
 
 
 @dataclass(frozen=True)
@@ -136,8 +144,11 @@ def score_candidates(
         candidates = []
         for j, ((s, r), m) in enumerate(zip(obs, masks)):
             centre = mask_centre(m)
-            near = [shift_mask(masks[k], *(centre - mask_centre(masks[k])))
-                    for k in range(max(0, j - config.neighbours), min(len(obs), j + config.neighbours + 1)) if k != j]
+            near = [
+                shift_mask(masks[k], *(centre - mask_centre(masks[k])))
+                for k in range(max(0, j - config.neighbours), min(len(obs), j + config.neighbours + 1))
+                if k != j
+            ]
             agreement = float(mask_iou(m[None], np.stack(near)).mean()) if near else 1.0
             parts = {
                 "confidence": float(tracked[s].score[r]),
@@ -149,7 +160,9 @@ def score_candidates(
                 "position": 1.0 - (abs(s - (first + half)) / half if half > 0 else 0.0),
             }
             total = sum(config.weights.get(k, 0.0) * v for k, v in parts.items()) / total_weight
-            candidates.append(Candidate(tid, s, int(frame_indices[s]), round(total, 6), {k: round(v, 6) for k, v in parts.items()}))
+            candidates.append(
+                Candidate(tid, s, int(frame_indices[s]), round(total, 6), {k: round(v, 6) for k, v in parts.items()})
+            )
         out[tid] = candidates
     return out
 

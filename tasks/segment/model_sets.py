@@ -26,7 +26,7 @@ from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.segment.config import SegmentConfig
 
 BUILTIN_DETECTOR = Path(celmask.models.__file__).resolve().parent / "trained" / "detector.pt"
-"""celmask's detector, trained on generated data (models/trained/README.md says how)."""
+"""celmask's detector, trained on real anime art and generated data (models/trained/README.md says how)."""
 
 MODEL_KEYS = ("detector", "propagator", "refiner", "flow", "pieces")
 """Settings that change which models are built (the rest only change how they are used)."""
@@ -57,13 +57,22 @@ _IDLE_LOCK = threading.Lock()
 def _detector(config: SegmentConfig) -> Detector:
     if config.detector == "file":
         if not config.detector_path:
-            raise CelmaskError("detector.path", "detector=file needs a Parquet file of detections", "pass --set detector.path=FILE")
+            raise CelmaskError(
+                "detector.path", "detector=file needs a Parquet file of detections", "pass --set detector.path=FILE"
+            )
         return FileDetector(config.detector_path)
     weights = str(BUILTIN_DETECTOR) if config.detector_weights == "builtin" else config.detector_weights
-    return YoloDetector(YoloConfig(
-        weights=weights, imgsz=config.detector_imgsz, conf=config.detector_conf, iou=config.detector_iou,
-        classes=config.detector_classes, batch=config.detector_batch, device=config.detector_device,
-    ))
+    return YoloDetector(
+        YoloConfig(
+            weights=weights,
+            imgsz=config.detector_imgsz,
+            conf=config.detector_conf,
+            iou=config.detector_iou,
+            classes=config.detector_classes,
+            batch=config.detector_batch,
+            device=config.device,
+        )
+    )
 
 
 def _propagator(config: SegmentConfig) -> Propagator | None:
@@ -76,8 +85,12 @@ def _propagator(config: SegmentConfig) -> Propagator | None:
     from celmask.models.propagators.sam2 import Sam2Propagator
 
     if not config.propagator_weights:
-        raise CelmaskError("propagator.weights", "propagator=sam2 needs SAM 2 weights", "pass --set propagator.weights=sam2_t.pt or use propagator=flow")
-    return Sam2Propagator(config.propagator_weights, device=config.detector_device)
+        raise CelmaskError(
+            "propagator.weights",
+            "propagator=sam2 needs SAM 2 weights",
+            "pass --set propagator.weights=sam2_t.pt or use propagator=flow",
+        )
+    return Sam2Propagator(config.propagator_weights, device=config.device)
 
 
 def _refiner(config: SegmentConfig) -> Refiner | None:
@@ -90,7 +103,7 @@ def _refiner(config: SegmentConfig) -> Refiner | None:
     from celmask.models.refiners.sam import SamRefiner, VoteRefiner
 
     cls = SamRefiner if config.refiner == "sam" else VoteRefiner
-    return cls.from_checkpoint(config.refiner_model, config.refiner_checkpoint)
+    return cls.from_checkpoint(config.refiner_model, config.refiner_checkpoint, device=config.device)
 
 
 def build_models(config: SegmentConfig) -> Models:

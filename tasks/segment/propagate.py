@@ -22,36 +22,38 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 
 from celmask.models.propagators.base import Guide, Propagator
+from celmask.tasks.core.config import NON_NEGATIVE, SHARE, check_rules
 from celmask.tasks.core.instances import Instances
-from celmask.tasks.segment.keyframes import Candidate, choose
 from celmask.tasks.core.masks import mask_iou
+from celmask.tasks.segment.keyframes import Candidate, choose
 
 
 @dataclass(frozen=True)
 class PropagationConfig:
-    rekey_below: float = 0.35
+    rekey_below: Annotated[float, SHARE] = 0.35
     """Confidence under which a later detection of the track becomes a new keyframe."""
-    stop_below: float = 0.1
+    stop_below: Annotated[float, SHARE] = 0.1
     """Confidence under which a propagated mask is dropped (the track is not shown)."""
-    extend: int = 3
+    extend: Annotated[int, NON_NEGATIVE] = 3
     """Drawings a track is carried beyond the first/last drawing it was detected on."""
-    disagree_iou: float = 0.5
+    disagree_iou: Annotated[float, SHARE] = 0.5
     """A drawing's detection of the track that overlaps the propagated mask less than
     this disagrees with it: drift, or a bad detection."""
-    disagree_factor: float = 0.5
+    disagree_factor: Annotated[float, SHARE] = 0.5
     """Confidence factor per disagreeing drawing in a row (an agreeing one resets it),
     so propagation that keeps contradicting the detector hands over to it."""
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.stop_below <= self.rekey_below <= 1.0 or self.extend < 0 \
-                or not 0.0 <= self.disagree_iou <= 1.0 or not 0.0 <= self.disagree_factor <= 1.0:
+        check_rules(self)
+        if self.stop_below > self.rekey_below:
             raise ValueError(
-                f"need 0 <= propagation.stop_below <= propagation.rekey_below <= 1, extend >= 0, "
-                f"disagree_iou and disagree_factor in [0, 1]; got {self}"
+                f"propagation.stop_below ({self.stop_below}) must not exceed propagation.rekey_below "
+                f"({self.rekey_below})"
             )
 
 
@@ -138,7 +140,11 @@ def propagate_track(
                 confidence *= penalty
                 keep(step, mask, confidence, key)
                 if confidence < config.rekey_below:
-                    ahead = [c for c in candidates if (c.step - step) * direction > 0 and c.step * direction <= bound * direction]
+                    ahead = [
+                        c
+                        for c in candidates
+                        if (c.step - step) * direction > 0 and c.step * direction <= bound * direction
+                    ]
                     if ahead:
                         nxt = choose(ahead, method)
                         lo, hi = (step, bound) if direction > 0 else (bound, step)

@@ -3,6 +3,7 @@
     decode the shot at working resolution, keeping one image per unique drawing
     detect characters on each unique drawing (held frames reuse the result)
     associate detections into tracks (tasks/segment/tracks.py)
+    drop the tracks whose detections are no evidence of a character (tasks/segment/evidence.py)
     score every drawing of every track as a keyframe (tasks/segment/keyframes.py)
     propagate each track forward and backward from its keyframe (tasks/segment/propagate.py)
     refine the masks, batched by drawing
@@ -23,9 +24,11 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
+
 from celmask.tasks.core.instances import Instances
 from celmask.tasks.core.types import Shot, Source, still_size
 from celmask.tasks.segment.config import SegmentConfig
+from celmask.tasks.segment.evidence import keep_evidenced
 from celmask.tasks.segment.keyframes import Candidate, KeyframeConfig, score_candidates
 from celmask.tasks.segment.model_sets import Models, lend_models
 from celmask.tasks.segment.propagate import PropagationConfig, propagate_track
@@ -35,7 +38,6 @@ from celmask.tasks.video import Frame, iter_frames, output_size, probe
 
 HOLD_ANALYSIS_WIDTH = 160
 """Width at which held frames are found, as in shot detection (tasks/shots/holds.py)."""
-
 
 
 @dataclass
@@ -99,7 +101,9 @@ def unique_drawings(
     for frame in frames:
         grey = cv2.cvtColor(frame.image, cv2.COLOR_RGB2GRAY)
         h, w = grey.shape
-        small = cv2.resize(grey, (HOLD_ANALYSIS_WIDTH, max(1, round(HOLD_ANALYSIS_WIDTH * h / w))), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            grey, (HOLD_ANALYSIS_WIDTH, max(1, round(HOLD_ANALYSIS_WIDTH * h / w))), interpolation=cv2.INTER_AREA
+        )
         if hold is None or previous is None or block_change(previous, small, hold.block) > hold.threshold:
             kept.append(frame)
         previous = small
@@ -164,7 +168,7 @@ def segment_shot(
     lap("detect")
 
     report("track")
-    tracked = assign_tracks(images, detections, config.tracks)
+    tracked = keep_evidenced(assign_tracks(images, detections, config.tracks), config.evidence)
     lap("track")
 
     report("keyframes")
@@ -183,15 +187,23 @@ def segment_shot(
             per_drawing.append(_with_provenance(inst, detected, no_key, np.zeros(len(inst), bool)))
     else:
         report("propagate")
-        per_drawing = _propagate(models, images, frame_of, tracked, candidates, config.keyframe, config.propagation, keyframes)
+        per_drawing = _propagate(
+            models, images, frame_of, tracked, candidates, config.keyframe, config.propagation, keyframes
+        )
         lap("propagate")
 
     if models.refiner is not None:
         report("refine")
         refined = models.refiner.refine(images, per_drawing)
         per_drawing = [
-            Instances(r.mask, r.xyxy, r.score, r.class_id, r.track_id,
-                      {**r.data, "source": np.where(r.data["refined"], Source.REFINED, r.data["source"]).astype(np.int8)})
+            Instances(
+                r.mask,
+                r.xyxy,
+                r.score,
+                r.class_id,
+                r.track_id,
+                {**r.data, "source": np.where(r.data["refined"], Source.REFINED, r.data["source"]).astype(np.int8)},
+            )
             for r in refined
         ]
         lap("refine")
@@ -244,7 +256,9 @@ def _propagate(
             key = result.keyframe[step]
             detected = step in result.detected
             score = tracked[key].score[key_row[key]] * (1.0 if detected else result.confidence[step])
-            rows[step].append(_Row(track_id, int(tracked[key].class_id[key_row[key]]), mask, float(score), key, detected))
+            rows[step].append(
+                _Row(track_id, int(tracked[key].class_id[key_row[key]]), mask, float(score), key, detected)
+            )
     out = []
     for step, step_rows in enumerate(rows):
         if not step_rows:
@@ -256,7 +270,9 @@ def _propagate(
             class_id=np.array([r.class_id for r in step_rows], np.int32),
             track_id=np.array([r.track_id for r in step_rows], np.int32),
         )
-        is_key = np.array([r.key == step and any(c.step == step for c in keyframes[r.track_id]) for r in step_rows], bool)
+        is_key = np.array(
+            [r.key == step and any(c.step == step for c in keyframes[r.track_id]) for r in step_rows], bool
+        )
         keyframe_frame = np.array([frame_of[r.key] for r in step_rows], np.int64)
         source = np.array([Source.DETECTED if r.detected else Source.PROPAGATED for r in step_rows])
         out.append(_with_provenance(inst, source, keyframe_frame, is_key))

@@ -63,6 +63,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.synth.backgrounds import (
     SET_KINDS,
@@ -145,7 +146,9 @@ def resolve_art(value: str | Path | None, default: Path) -> Path | None:
         return None
     path = Path(value)
     if not path.is_dir():
-        raise CelmaskError(path, "directory not found", "give a directory of real art (see tasks/trainset/realart.py), or 'none'")
+        raise CelmaskError(
+            path, "directory not found", "give a directory of real art (see tasks/trainset/realart.py), or 'none'"
+        )
     return path
 
 
@@ -477,7 +480,9 @@ def compose_empty(rng: np.random.Generator, size: tuple[int, int] = IMAGE_SIZE, 
     W, H = size
     canvas, bg = _background(rng, size, Art((), art.backgrounds, 0.9 if art.backgrounds else 0.0))
     canvas, aug = _degrade(rng, canvas, 0.5)
-    return Composite(canvas, np.zeros((H, W), np.uint8), {"kind": "empty", "background": bg, "foregrounds": [], "augment": aug})
+    return Composite(
+        canvas, np.zeros((H, W), np.uint8), {"kind": "empty", "background": bg, "foregrounds": [], "augment": aug}
+    )
 
 
 def compose_multi(rng: np.random.Generator, size: tuple[int, int] = IMAGE_SIZE, art: Art = NO_ART) -> Composite:
@@ -915,7 +920,13 @@ def build_dataset(
         old.unlink()
     for listing in sorted((root / "subsets").glob("*.txt")):
         if not listing.stem.endswith("-empty"):  # no characters: nothing to score mAP on
-            sub = [f"# {listing.stem} of the dataset in {root}", f"path: {root}", f"train: {listing}", f"val: {listing}", *names]
+            sub = [
+                f"# {listing.stem} of the dataset in {root}",
+                f"path: {root}",
+                f"train: {listing}",
+                f"val: {listing}",
+                *names,
+            ]
             (root / f"data-{listing.stem}.yaml").write_text("\n".join(sub) + "\n")
     tmp = root / ".data.yaml.partial"
     tmp.write_text("\n".join(lines) + "\n")

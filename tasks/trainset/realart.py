@@ -83,7 +83,9 @@ def _images(directory: Path, suffixes: tuple[str, ...], what: str) -> list[tuple
         found += [(sub.name, p) for p in sorted(sub.iterdir()) if p.suffix.lower() in suffixes and p.is_file()]
     if not found:
         kinds = "/".join(s.lstrip(".") for s in suffixes)
-        raise CelmaskError(directory, f"no {kinds} images in the {what} directory", f"give a directory of {what} images")
+        raise CelmaskError(
+            directory, f"no {kinds} images in the {what} directory", f"give a directory of {what} images"
+        )
     return found
 
 
@@ -110,7 +112,9 @@ def merge_outfits(characters: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for c in distinct:
         src, _, name = c.rpartition("/")
-        base = next((b for b in distinct if b != c and b.rpartition("/")[0] == src and name.startswith(b.rpartition("/")[2])), c)
+        base = next(
+            (b for b in distinct if b != c and b.rpartition("/")[0] == src and name.startswith(b.rpartition("/")[2])), c
+        )
         out[c] = out.get(base, base)
     return out
 
@@ -126,11 +130,15 @@ def read_cutout(path: Path, source: str) -> Cutout:
             rgba = rgba[: round(rgba.shape[0] * keep)]
     solid = rgba[..., 3] >= 128
     if solid.mean() > OPAQUE_LIMIT:
-        raise CelmaskError(path, "cut-out is fully opaque (no mask in its alpha)", "cut the character out onto transparency")
+        raise CelmaskError(
+            path, "cut-out is fully opaque (no mask in its alpha)", "cut the character out onto transparency"
+        )
     ys, xs = np.nonzero(solid)
     if ys.size == 0 or min(ys.max() - ys.min(), xs.max() - xs.min()) + 1 < MIN_CUTOUT_SIDE:
         raise CelmaskError(
-            path, f"cut-out too small to use (opaque part under {MIN_CUTOUT_SIDE} px)", "use a larger image or remove it"
+            path,
+            f"cut-out too small to use (opaque part under {MIN_CUTOUT_SIDE} px)",
+            "use a larger image or remove it",
         )
     rgba = np.ascontiguousarray(rgba[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
     return Cutout(path.name, rgba, hashlib.sha256(data).hexdigest(), source, character_of(path.name, source))
@@ -158,7 +166,8 @@ def load_backgrounds(directory: str | Path | None) -> list[Background]:
         rgb = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
         if min(rgb.shape[:2]) < MIN_BACKGROUND_SIDE:
             raise CelmaskError(
-                path, f"background too small to use ({rgb.shape[1]}x{rgb.shape[0]}, need {MIN_BACKGROUND_SIDE} px a side)",
+                path,
+                f"background too small to use ({rgb.shape[1]}x{rgb.shape[0]}, need {MIN_BACKGROUND_SIDE} px a side)",
                 "use a larger image or remove it",
             )
         word = re.split(r"[_\-\s]", path.stem, maxsplit=1)[0].lower()

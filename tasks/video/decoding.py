@@ -1,7 +1,6 @@
 """Decoding frames from one ``ffmpeg`` process, streamed: :func:`iter_frames`,
 :func:`frame_times`, and the restarts and damage reports around them."""
 
-
 from __future__ import annotations
 
 import fcntl
@@ -19,6 +18,7 @@ from fractions import Fraction
 
 import ffmpeg  # ffmpeg-python: builds the ffmpeg command line
 import numpy as np
+
 from celmask.tasks.core.errors import VideoError
 from celmask.tasks.core.types import DecodeIssue, Frame
 from celmask.tasks.video.probing import (
@@ -72,8 +72,22 @@ def output_size(info: VideoInfo, width: int | None, height: int | None) -> tuple
 _SHOWINFO = re.compile(rb"^\[Parsed_showinfo_\d+ @ [^\]]+\] (?:\[info\] )?(.*)$")
 _SI_FRAME = re.compile(rb"^n:\s*(\d+) pts:\s*(\S+) ")
 _SI_TB = re.compile(rb"^config in time_base: (\d+)/(\d+)")
-_LOG_LINE = re.compile(rb"^(?:\[(?P<ctx>[^\]]+?) @ 0x[0-9a-f]+\] )?\[(?P<level>panic|fatal|error|warning|info|verbose|debug|trace)\] (?P<msg>.*)$")
-_DAMAGE_WORDS = ("corrupt", "invalid", "error", "missing", "damaged", "partial", "truncat", "prematur", "conceal", "broken", "overread")
+_LOG_LINE = re.compile(
+    rb"^(?:\[(?P<ctx>[^\]]+?) @ 0x[0-9a-f]+\] )?\[(?P<level>panic|fatal|error|warning|info|verbose|debug|trace)\] (?P<msg>.*)$"
+)
+_DAMAGE_WORDS = (
+    "corrupt",
+    "invalid",
+    "error",
+    "missing",
+    "damaged",
+    "partial",
+    "truncat",
+    "prematur",
+    "conceal",
+    "broken",
+    "overread",
+)
 _BENIGN_CONTEXTS = ("swscaler", "graph", "auto_scale", "auto_scaler", "format", "buffersrc", "null", "rawvideo")
 
 
@@ -112,7 +126,9 @@ class _FFmpegRun:
         self.records: queue.Queue[_Record | None] = queue.Queue()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         _widen_pipe(self.proc.stdout)
-        self.thread = threading.Thread(target=self._read_stderr, name=f"celmask-video-stderr-{self.proc.pid}", daemon=True)
+        self.thread = threading.Thread(
+            target=self._read_stderr, name=f"celmask-video-stderr-{self.proc.pid}", daemon=True
+        )
         self.thread.start()
 
     # -- stderr thread
@@ -148,7 +164,12 @@ class _FFmpegRun:
         level, ctx = m.group("level"), (m.group("ctx") or b"")
         text = m.group("msg").decode("utf-8", "replace").strip().removeprefix(self.url_prefix)
         low = text.lower()
-        if not text or ctx.startswith(b"Parsed_") or ctx.startswith(_BENIGN_CONTEXTS_B) or low.startswith("last message repeated"):
+        if (
+            not text
+            or ctx.startswith(b"Parsed_")
+            or ctx.startswith(_BENIGN_CONTEXTS_B)
+            or low.startswith("last message repeated")
+        ):
             return None
         is_decoder = ctx == self.codec or ctx.startswith(self.codec) or ctx == b"NULL"
         if level in (b"panic", b"fatal", b"error"):
@@ -249,7 +270,9 @@ def decode_threads(pixels: int) -> int:
     return max(1, cores - 1)
 
 
-def _command(pr: _Probe, *, size: tuple[int, int] | None, gray: bool, seek: float | None, deblock: bool = True) -> list[str]:
+def _command(
+    pr: _Probe, *, size: tuple[int, int] | None, gray: bool, seek: float | None, deblock: bool = True
+) -> list[str]:
     """ffmpeg command: decode the stream, scale to ``size`` (None: no pixels, null output)."""
     ffmpeg_bin = _tool("ffmpeg")
     in_kwargs: dict = {}
@@ -292,27 +315,49 @@ def _frame_seconds(info: VideoInfo) -> float:
     return 1.0 / info.fps if info.fps > 0 else 0.04
 
 
-def _raise_if_stopped_early(pr: _Probe, run: _FFmpegRun, rc: int, *, next_index: int, last_time: float | None,
-                            delivered: int, target: int | None, times: np.ndarray | None) -> None:
+def _raise_if_stopped_early(
+    pr: _Probe,
+    run: _FFmpegRun,
+    rc: int,
+    *,
+    next_index: int,
+    last_time: float | None,
+    delivered: int,
+    target: int | None,
+    times: np.ndarray | None,
+) -> None:
     """After ffmpeg's output ended: raise VideoError if it failed or stopped before the end."""
     info, where = pr.info, pr.where
-    at = f"frame {next_index}" + (f", after {last_time:.3f} s" if last_time is not None and math.isfinite(last_time) else "")
+    at = f"frame {next_index}" + (
+        f", after {last_time:.3f} s" if last_time is not None and math.isfinite(last_time) else ""
+    )
     if rc != 0 and not run.killed:
-        raise VideoError(where, f"ffmpeg failed (exit status {rc}) at {at}: {run.failure_detail()}",
-                         "check the file with `ffmpeg -v error -i FILE -f null -`; re-encode it if it is damaged")
+        raise VideoError(
+            where,
+            f"ffmpeg failed (exit status {rc}) at {at}: {run.failure_detail()}",
+            "check the file with `ffmpeg -v error -i FILE -f null -`; re-encode it if it is damaged",
+        )
     if delivered == 0 and next_index == 0:
-        raise VideoError(where, f"no frame could be decoded ({run.failure_detail()})",
-                         "the video stream is empty or damaged; re-encode or re-download the file")
+        raise VideoError(
+            where,
+            f"no frame could be decoded ({run.failure_detail()})",
+            "the video stream is empty or damaged; re-encode or re-download the file",
+        )
     if times is not None and target is not None and next_index < target:
-        raise VideoError(where, f"decoding stopped at {at}, before frame {target} of {len(times)}: {run.failure_detail()}",
-                         "the file is truncated or damaged, or changed since its frame times were computed; "
-                         "re-download or re-encode it")
+        raise VideoError(
+            where,
+            f"decoding stopped at {at}, before frame {target} of {len(times)}: {run.failure_detail()}",
+            "the file is truncated or damaged, or changed since its frame times were computed; "
+            "re-download or re-encode it",
+        )
     if times is None and run.errors_seen and last_time is not None and pr.own_duration and info.duration > 0:
         tolerance = max(0.5, 3 * _frame_seconds(info))
         if last_time + _frame_seconds(info) < info.duration - tolerance:
-            raise VideoError(where,
-                             f"decoding stopped at {at} of ~{info.frame_count} ({info.duration:.2f} s): {run.failure_detail()}",
-                             "the file is truncated or damaged; re-download or re-encode it")
+            raise VideoError(
+                where,
+                f"decoding stopped at {at} of ~{info.frame_count} ({info.duration:.2f} s): {run.failure_detail()}",
+                "the file is truncated or damaged; re-download or re-encode it",
+            )
 
 
 # --------------------------------------------------------------------------- frame_times
@@ -339,8 +384,16 @@ def frame_times(path: str | os.PathLike) -> np.ndarray:
         for rec, _ in run.frames(0):
             out.append(_time_of(pr, rec.pts, run.time_base))
         rc = run.finish()
-        _raise_if_stopped_early(pr, run, rc, next_index=len(out), last_time=out[-1] if out else None,
-                                delivered=len(out), target=None, times=None)
+        _raise_if_stopped_early(
+            pr,
+            run,
+            rc,
+            next_index=len(out),
+            last_time=out[-1] if out else None,
+            delivered=len(out),
+            target=None,
+            times=None,
+        )
     finally:
         run.close()
     times = np.asarray(out, dtype=np.float64)
@@ -451,9 +504,16 @@ def iter_frames(
     return _generate(pr, size, bool(gray), int(start), None if end is None else int(end), times, on_issue, deblock)
 
 
-def _generate(pr: _Probe, size: tuple[int, int], gray: bool, start: int, end: int | None,
-              times: np.ndarray | None, on_issue: Callable[[DecodeIssue], None] | None,
-              deblock: bool = True) -> Iterator[Frame]:
+def _generate(
+    pr: _Probe,
+    size: tuple[int, int],
+    gray: bool,
+    start: int,
+    end: int | None,
+    times: np.ndarray | None,
+    on_issue: Callable[[DecodeIssue], None] | None,
+    deblock: bool = True,
+) -> Iterator[Frame]:
     if end is not None and end <= start:
         return
     if times is not None and start >= len(times):
@@ -489,9 +549,17 @@ def _seek_point(pr: _Probe, start: int, times: np.ndarray | None) -> float | Non
     return float(times[start]) + pr.info.start_time - SEEK_MARGIN_S
 
 
-def _attempt(pr: _Probe, size: tuple[int, int], gray: bool, start: int, end: int | None,
-             times: np.ndarray | None, report: Callable[[DecodeIssue], None], seek: float | None,
-             deblock: bool = True) -> Iterator[Frame]:
+def _attempt(
+    pr: _Probe,
+    size: tuple[int, int],
+    gray: bool,
+    start: int,
+    end: int | None,
+    times: np.ndarray | None,
+    report: Callable[[DecodeIssue], None],
+    seek: float | None,
+    deblock: bool = True,
+) -> Iterator[Frame]:
     """One ffmpeg run yielding frames [start, end).
 
     Without ``seek`` the n-th delivered frame is index n. With ``seek`` each frame is identified by
@@ -504,8 +572,8 @@ def _attempt(pr: _Probe, size: tuple[int, int], gray: bool, start: int, end: int
     matching = seek is not None
     cfr_step = 0.0 if pr.info.variable_frame_rate or pr.info.fps <= 0 else 1.0 / pr.info.fps
     try:
-        ordinal = 0          # frames ffmpeg delivered in this run
-        next_index = start   # index of the next frame to yield
+        ordinal = 0  # frames ffmpeg delivered in this run
+        next_index = start  # index of the next frame to yield
         last_time: float | None = None
         unmatched = 0
         warned_times = False
@@ -524,8 +592,13 @@ def _attempt(pr: _Probe, size: tuple[int, int], gray: bool, start: int, end: int
                 j = ordinal
                 if times is not None and not warned_times and j < len(times) and abs(times[j] - t) > 1e-4:
                     warned_times = True
-                    log.warning("%s: frame %d is at %.6f s but the given times say %.6f s; were they computed "
-                                "for this file?", pr.where, j, t, times[j])
+                    log.warning(
+                        "%s: frame %d is at %.6f s but the given times say %.6f s; were they computed for this file?",
+                        pr.where,
+                        j,
+                        t,
+                        times[j],
+                    )
             ordinal += 1
             if j < next_index:  # frames before start (or pre-roll after a seek)
                 last_time = t
@@ -534,8 +607,11 @@ def _attempt(pr: _Probe, size: tuple[int, int], gray: bool, start: int, end: int
             if not matching and last_time is not None and cfr_step and math.isfinite(t - last_time):
                 lost = int(round((t - last_time) / cfr_step)) - 1
                 if lost > 0:  # a constant-rate stream skipped frames: packets that did not decode
-                    messages = [*messages, f"{lost} frame(s) between {last_time:.3f} s and {t:.3f} s could not be "
-                                           f"decoded and are missing (later indices shift by {lost})"]
+                    messages = [
+                        *messages,
+                        f"{lost} frame(s) between {last_time:.3f} s and {t:.3f} s could not be "
+                        f"decoded and are missing (later indices shift by {lost})",
+                    ]
             if messages:
                 report(DecodeIssue(j, t, _join_messages(messages)))
             yield Frame(j, t, buf.reshape(shape))
@@ -549,11 +625,15 @@ def _attempt(pr: _Probe, size: tuple[int, int], gray: bool, start: int, end: int
         if matching and target is not None and next_index < target:
             raise _Restart(next_index, f"output ended at frame {next_index} of {target}")
         if run.trailing and (end is None or next_index < end):
-            est = float(times[next_index]) if times is not None and next_index < len(times) else (
-                (last_time + _frame_seconds(pr.info)) if last_time is not None else 0.0)
+            est = (
+                float(times[next_index])
+                if times is not None and next_index < len(times)
+                else ((last_time + _frame_seconds(pr.info)) if last_time is not None else 0.0)
+            )
             report(DecodeIssue(next_index, est, _join_messages(run.trailing)))
-        _raise_if_stopped_early(pr, run, rc, next_index=next_index, last_time=last_time,
-                                delivered=ordinal, target=target, times=times)
+        _raise_if_stopped_early(
+            pr, run, rc, next_index=next_index, last_time=last_time, delivered=ordinal, target=target, times=times
+        )
     finally:
         run.close()
 
@@ -576,4 +656,3 @@ def _main() -> None:  # pragma: no cover - manual benchmark: python -m celmask.t
 
 if __name__ == "__main__":  # pragma: no cover
     _main()
-

@@ -1,7 +1,6 @@
 """Probing a video file: its facts (:class:`VideoInfo`), its content fingerprint, and
 the checks that give bad input its one-line error before any frame is decoded."""
 
-
 from __future__ import annotations
 
 import dataclasses
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
+
 from celmask.tasks.core.errors import VideoError
 
 log = logging.getLogger("celmask.video")
@@ -111,9 +111,13 @@ def _check_file(path: str | os.PathLike) -> tuple[str, os.stat_result]:
     except FileNotFoundError:
         raise VideoError(where, "file does not exist", "check the path (and that the volume is mounted)") from None
     except PermissionError:
-        raise VideoError(where, "cannot be accessed (permission denied)", "fix the permissions of the file and its folders") from None
+        raise VideoError(
+            where, "cannot be accessed (permission denied)", "fix the permissions of the file and its folders"
+        ) from None
     except OSError as e:
-        raise VideoError(where, f"cannot be accessed ({e.strerror})", "check the path and the storage it lives on") from e
+        raise VideoError(
+            where, f"cannot be accessed ({e.strerror})", "check the path and the storage it lives on"
+        ) from e
     if stat.S_ISDIR(st.st_mode):
         raise VideoError(where, "is a directory, not a video file", "pass the path of a video file inside it")
     if not stat.S_ISREG(st.st_mode):
@@ -146,7 +150,9 @@ def _pixel_format_depths(ffprobe_bin: str) -> dict[str, int]:
     """Max component bit depth of every pixel format this FFmpeg knows."""
     out = subprocess.run(
         [ffprobe_bin, "-v", "error", "-show_pixel_formats", "-of", "json"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
     ).stdout
     depths: dict[str, int] = {}
     try:
@@ -275,7 +281,8 @@ def _ffprobe_json(where: str, url: str, args: list[str]) -> tuple[dict, str]:
         cp = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise VideoError(
-            where, f"ffprobe did not finish within {PROBE_TIMEOUT_S} s",
+            where,
+            f"ffprobe did not finish within {PROBE_TIMEOUT_S} s",
             "check that the file sits on a responsive disk (not a stalled network mount)",
         ) from None
     stderr = cp.stderr.decode("utf-8", "replace")
@@ -325,7 +332,10 @@ def _describe_ffprobe_failure(stderr: str, url: str) -> tuple[str, str]:
             f"is not a video FFmpeg can read ({detail})",
             "check that the path points at a complete video file (mp4, mkv, mov, webm, gif, ...)",
         )
-    return (f"cannot be read by ffprobe ({detail})", "check that the file is a complete, supported video; re-encode it with ffmpeg if needed")
+    return (
+        f"cannot be read by ffprobe ({detail})",
+        "check that the file is a complete, supported video; re-encode it with ffmpeg if needed",
+    )
 
 
 def _int_or_none(value) -> int | None:
@@ -377,15 +387,24 @@ def _probe_uncached(where: str, abspath: str, st: os.stat_result) -> _Probe:
     # One ffprobe run for streams, format and the first packets (each run costs ~0.1 s
     # of start-up); packets of all streams are interleaved, so read a few times more.
     data, _ = _ffprobe_json(
-        where, url,
-        ["-show_format", "-show_streams", "-read_intervals", f"%+#{3 * HEAD_PACKETS}",
-         "-show_entries", "packet=stream_index,pts,dts,duration,flags"],
+        where,
+        url,
+        [
+            "-show_format",
+            "-show_streams",
+            "-read_intervals",
+            f"%+#{3 * HEAD_PACKETS}",
+            "-show_entries",
+            "packet=stream_index,pts,dts,duration,flags",
+        ],
     )
     streams = data.get("streams") or []
     fmt = data.get("format") or {}
     format_name = str(fmt.get("format_name", ""))
 
-    videos = [s for s in streams if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")]
+    videos = [
+        s for s in streams if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
+    ]
     if not videos:
         kinds = sorted({f"{s.get('codec_type')}: {s.get('codec_name')}" for s in streams})
         if any(s.get("codec_type") == "video" for s in streams):
@@ -398,10 +417,17 @@ def _probe_uncached(where: str, abspath: str, st: os.stat_result) -> _Probe:
     v = videos[0]
     codec = str(v.get("codec_name") or "unknown")
     if codec in _TEXT_ART_CODECS or format_name == "tty":
-        raise VideoError(where, f"is a text file, not a video (FFmpeg would render it as {codec} text art)",
-                         "pass a video file (mp4, mkv, mov, webm, animated gif, ...)")
+        raise VideoError(
+            where,
+            f"is a text file, not a video (FFmpeg would render it as {codec} text art)",
+            "pass a video file (mp4, mkv, mov, webm, animated gif, ...)",
+        )
     if format_name in ("image2", "image2pipe") or format_name.endswith("_pipe"):
-        raise VideoError(where, f"is a still image ({codec}), not a video", "pass a video file (mp4, mkv, mov, webm, animated gif, ...)")
+        raise VideoError(
+            where,
+            f"is a still image ({codec}), not a video",
+            "pass a video file (mp4, mkv, mov, webm, animated gif, ...)",
+        )
 
     index = int(v["index"])
     tb = _fraction(v.get("time_base")) or Fraction(1, 1000)
@@ -411,7 +437,11 @@ def _probe_uncached(where: str, abspath: str, st: os.stat_result) -> _Probe:
     if not packets:
         raise VideoError(where, "has a video stream with no frames", "re-export the video; the stream is empty")
     if codec in _STILL_IMAGE_CODECS and len(packets) == 1:
-        raise VideoError(where, f"is a single still image ({codec}), not a video", "pass a video file (mp4, mkv, mov, webm, animated gif, ...)")
+        raise VideoError(
+            where,
+            f"is a single still image ({codec}), not a video",
+            "pass a video file (mp4, mkv, mov, webm, animated gif, ...)",
+        )
     discarded = sum(1 for p in packets if "D" in str(p.get("flags", "")))
     kept = [p for p in packets if "D" not in str(p.get("flags", ""))]
     pts = sorted(x for x in (_int_or_none(p.get("pts")) for p in kept) if x is not None)
@@ -468,14 +498,34 @@ def _probe_uncached(where: str, abspath: str, st: os.stat_result) -> _Probe:
     bit_depth = _pixel_format_depths(_tool("ffprobe")).get(pix_fmt) or _int_or_none(v.get("bits_per_raw_sample")) or 8
 
     info = VideoInfo(
-        path=abspath, codec=codec, pix_fmt=pix_fmt, bit_depth=int(bit_depth), width=width, height=height,
-        rotation=rotation, frame_rate=f"{rate.numerator}/{rate.denominator}" if rate else "0/1", fps=fps,
-        variable_frame_rate=vfr, duration=float(duration), frame_count=int(frame_count), frame_count_exact=exact,
-        start_time=start_time, has_audio=any(s.get("codec_type") == "audio" for s in streams),
-        size_bytes=st.st_size, fingerprint="",
+        path=abspath,
+        codec=codec,
+        pix_fmt=pix_fmt,
+        bit_depth=int(bit_depth),
+        width=width,
+        height=height,
+        rotation=rotation,
+        frame_rate=f"{rate.numerator}/{rate.denominator}" if rate else "0/1",
+        fps=fps,
+        variable_frame_rate=vfr,
+        duration=float(duration),
+        frame_count=int(frame_count),
+        frame_count_exact=exact,
+        start_time=start_time,
+        has_audio=any(s.get("codec_type") == "audio" for s in streams),
+        size_bytes=st.st_size,
+        fingerprint="",
     )
-    pr = _Probe(where=where, info=info, url=url, stream_index=index, time_base=tb, start_pts=start_pts, own_duration=own is not None,
-                seekable=format_name.startswith(_MOV_OR_MKV))
+    pr = _Probe(
+        where=where,
+        info=info,
+        url=url,
+        stream_index=index,
+        time_base=tb,
+        start_pts=start_pts,
+        own_duration=own is not None,
+        seekable=format_name.startswith(_MOV_OR_MKV),
+    )
     if own is not None and duration > TAIL_SECONDS and format_name.startswith(_MOV_OR_MKV):
         _check_tail(pr)
     return pr
@@ -490,8 +540,16 @@ def _check_tail(pr: _Probe) -> None:
     info = pr.info
     seek_to = info.start_time + info.duration - TAIL_SECONDS
     pk, stderr = _ffprobe_json(
-        pr.where, pr.url,
-        ["-select_streams", str(pr.stream_index), "-read_intervals", f"{seek_to:.6f}%", "-show_entries", "packet=pts,duration"],
+        pr.where,
+        pr.url,
+        [
+            "-select_streams",
+            str(pr.stream_index),
+            "-read_intervals",
+            f"{seek_to:.6f}%",
+            "-show_entries",
+            "packet=pts,duration",
+        ],
     )
     ends = []
     for p in pk.get("packets") or []:
@@ -509,5 +567,3 @@ def _check_tail(pr: _Probe) -> None:
             f"({info.frame_count} frames) but its data stops near {reached} ({info.size_bytes} bytes on disk)",
             "re-download or re-copy the file (an interrupted download, copy or recording)",
         )
-
-

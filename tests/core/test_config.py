@@ -12,7 +12,15 @@ from celmask.tasks.segment.config import SegmentConfig
 
 def test_every_key_the_issue_names_exists_with_a_default():
     keys = flatten(SegmentConfig())
-    for key in ("detector", "detector.weights", "detector.path", "propagator", "refiner", "refiner.checkpoint", "keyframe"):
+    for key in (
+        "detector",
+        "detector.weights",
+        "detector.path",
+        "propagator",
+        "refiner",
+        "refiner.checkpoint",
+        "keyframe",
+    ):
         assert key in keys
     assert keys["detector"] == "yolo" and keys["propagator"] == "flow" and keys["keyframe"] == "score"
     assert "tracks.min_iou" in keys and "flow.preset" in keys and "keyframe.weights" in keys
@@ -21,7 +29,9 @@ def test_every_key_the_issue_names_exists_with_a_default():
 def test_file_then_overrides(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('detector = "file"\n"detector.path" = "d.parquet"\n"tracks.max_gap" = 8\nrefiner = "sam"\n')
-    config = load_config(SegmentConfig(), path, ["refiner=none", "detector.classes=0,2", "keyframe.weights=agreement:1"])
+    config = load_config(
+        SegmentConfig(), path, ["refiner=none", "detector.classes=0,2", "keyframe.weights=agreement:1"]
+    )
     assert config.detector == "file" and config.detector_path == "d.parquet"
     assert config.tracks.max_gap == 8 and config.refiner == "none"
     assert config.detector_classes == (0, 2) and config.keyframe_weights == {"agreement": 1.0}
@@ -32,9 +42,9 @@ def test_file_then_overrides(tmp_path):
     "overrides, message",
     [
         (["detectr=file"], "unknown config key 'detectr'"),
-        (["refiner=magic"], "bad value 'magic' for refiner"),
+        (["refiner=magic"], "refiner must be one of sam, vote, pieces, none, got 'magic'"),
         (["tracks.max_gap=many"], "bad value 'many' for tracks.max_gap"),
-        (["propagation.rekey_below=2"], "bad value '2' for propagation.rekey_below"),
+        (["propagation.rekey_below=2"], r"propagation.rekey_below must be in \[0, 1\], got 2.0"),
         (["refiner"], "expected key=value"),
         (["keyframe.weights=luck:1"], "bad value"),
     ],

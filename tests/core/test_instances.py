@@ -1,3 +1,5 @@
+"""Instances: construction, validation, indexing, concatenation."""
+
 from __future__ import annotations
 
 from contextlib import nullcontext as does_not_raise

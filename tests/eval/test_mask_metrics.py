@@ -9,7 +9,15 @@ import cv2
 import numpy as np
 import pytest
 
-from celmask.tasks.eval.masks import FrameMasks, boundary_f, match_tracks, region_j, score_shot, score_video, tolerance_px
+from celmask.tasks.eval.masks import (
+    FrameMasks,
+    boundary_f,
+    match_tracks,
+    region_j,
+    score_shot,
+    score_video,
+    tolerance_px,
+)
 
 H, W = 360, 640
 

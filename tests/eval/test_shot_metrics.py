@@ -1,3 +1,5 @@
+"""Shot boundary scoring: matching cuts within a tolerance and gradual transitions by span."""
+
 from __future__ import annotations
 
 import numpy as np

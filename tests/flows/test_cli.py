@@ -48,6 +48,11 @@ def test_shots_json_matches_the_documented_shape(episode):
     assert all(a["end"] == b["start"] for a, b in zip(shots, shots[1:]))
     assert shots[0]["transition"] == "start" and {s["transition"] for s in shots[1:]} <= {"cut", "fade", "dissolve"}
     assert 0 < report["unique_drawings"] < report["frame_count"]  # held frames were found
+    # fusion is the default, and the record names the learned model by its weights' checksum
+    assert report["config"]["learned"] == report["learned"]["mode"] == "auto"
+    assert "@sha256:" in report["learned"]["model"] and report["learned"]["device"] in ("cpu", "cuda")
+    rules = json.loads(celmask("shots", episode / "episode.mp4", "--json", "--learned", "never").stdout)
+    assert rules["learned"] == {} and rules["config"]["learned"] == "never"
     # the detected boundaries are the true ones (this episode has no hard case)
     true = [s["start"] for s in truth["shots"][1:]]
     found = [s["start"] for s in shots[1:]]
@@ -124,8 +129,17 @@ def test_config_lists_every_key_and_rejects_unknown_ones():
     config = json.loads(listed.stdout)["config"]
     assert config["refiner"] == "none" and config["detector.weights"] == "builtin"
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    for key in ("detector", "detector.weights", "detector.path", "propagator", "propagator.weights", "refiner",
-                "refiner.checkpoint", "keyframe", "work_size"):
+    for key in (
+        "detector",
+        "detector.weights",
+        "detector.path",
+        "propagator",
+        "propagator.weights",
+        "refiner",
+        "refiner.checkpoint",
+        "keyframe",
+        "work_size",
+    ):
         assert f"`{key}`" in readme, key  # the README's table documents the main keys
     bad = celmask("config", "--set", "refinr=none")
     assert bad.returncode == 2 and bad.stdout == "" and "did you mean refiner" in bad.stderr

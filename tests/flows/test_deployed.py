@@ -17,43 +17,27 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from celmask.tasks.manifest.layout import SUCCESS_NAME
 from celmask.tasks.manifest.schema import read_episode_table, shot_files
-
 from tests.support.prefect_server import (
     PREFECT,
+    call_api,
+    run,
     running_server,
     server_env,
+    start_worker,
     stop_process_group,
 )
 
 pytestmark = pytest.mark.slow
 
 CELMASK = str(Path(sys.executable).with_name("celmask"))
-API = str(Path(__file__).parents[1] / "support" / "prefect_api.py")
-REPO = Path(__file__).resolve().parents[2]
 SETTINGS = {"work_size": 480}
 """Smaller working frames keep the test quick; both runs use the same."""
 FAILING_SHOT = 1
 CRASHING_SHOT = 0
 """Its first flow run's process ends mid-shot, holding the gpu slot, as when a worker is lost."""
-
-
-def _run(cmd: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def _api(env: dict[str, str], *args: str, timeout: float = 900) -> dict:
-    done = _run([sys.executable, API, *args], env, timeout)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _start_worker(pool: str, env: dict[str, str], log: Path) -> subprocess.Popen:
-    with open(log, "wb") as fh:
-        return subprocess.Popen([PREFECT, "worker", "start", "--pool", pool, "--name", f"{pool}-test"],
-                                env={**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, cwd=REPO, stdout=fh,
-                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +59,7 @@ def embedded_run(episode_video, tmp_path_factory) -> Path:
     env = server_env(root / "home")
     (root / "home").mkdir()
     sets = [a for k, v in SETTINGS.items() for a in ("--set", f"{k}={v}")]
-    done = _run([CELMASK, "run", str(episode_video), "--out", str(root / "out"), *sets], env)
+    done = run([CELMASK, "run", str(episode_video), "--out", str(root / "out"), *sets], env)
     assert done.returncode == 0, done.stdout + done.stderr
     return root / "out" / "ep21"
 
@@ -84,16 +68,22 @@ def test_deployed_episode_retry_one_shot_matches_embedded(episode_video, embedde
     out = tmp_path / "out"
     with running_server(tmp_path) as api_url:
         env = server_env(tmp_path, api_url)
-        deployed = _run([CELMASK, "deploy", "--inbox", str(episode_video.parent), "--out", str(out),
-                         "--timezone", "Asia/Tokyo"], env)
+        deployed = run(
+            [CELMASK, "deploy", "--inbox", str(episode_video.parent), "--out", str(out), "--timezone", "Asia/Tokyo"],
+            env,
+        )
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         assert "work pool gpu" in deployed.stdout and "concurrency limit gpu: 1 slot" in deployed.stdout
 
-        workers = [_start_worker(pool, env, tmp_path / f"worker-{pool}.log") for pool in ("cpu", "gpu")]
+        workers = [start_worker(pool, env, tmp_path / f"worker-{pool}.log") for pool in ("cpu", "gpu")]
         try:
-            params = {"video": str(episode_video), "out": str(out), "config": SETTINGS,
-                      "faults": {"shots": [FAILING_SHOT], "crash": [CRASHING_SHOT]}}
-            result = _api(env, "run", "episode/episode", json.dumps(params), "900")
+            params = {
+                "video": str(episode_video),
+                "out": str(out),
+                "config": SETTINGS,
+                "faults": {"shots": [FAILING_SHOT], "crash": [CRASHING_SHOT]},
+            }
+            result = call_api(env, "run", "episode/episode", json.dumps(params), "900")
             parent, shots = result["run"], result["shots"]
             logs = "".join(p.read_text() for p in tmp_path.glob("worker-*.log"))
             assert parent["name"] == "ep-ep21" and parent["state"] == "FAILED", (parent, logs[-3000:])
@@ -112,16 +102,16 @@ def test_deployed_episode_retry_one_shot_matches_embedded(episode_video, embedde
             assert [s.status for s in read_episode_table(out / "ep21")].count("failed") == 1
 
             failed = next(s for s in shots if s["state"] == "FAILED")
-            retried = _run([PREFECT, "flow-run", "retry", failed["id"]], env, 120)
+            retried = run([PREFECT, "flow-run", "retry", failed["id"]], env, 120)
             assert retried.returncode == 0, retried.stdout + retried.stderr
-            again = _api(env, "wait", failed["id"], "2", "300")
+            again = call_api(env, "wait", failed["id"], "2", "300")
             assert again["state"] == "COMPLETED" and again["run_count"] == 2, again
         finally:
             for worker in workers:
                 stop_process_group(worker)
 
         # What operators see: progress, a table of shots, a contact sheet per shot.
-        found = _api(env, "artifacts")
+        found = call_api(env, "artifacts")
         assert found["ep21-progress"]["type"] == "progress" and float(found["ep21-progress"]["data"]) == 100.0
         assert found["ep21-shots"]["type"] == "table"
         shot0 = found["ep21-shot-0"]
@@ -129,7 +119,7 @@ def test_deployed_episode_retry_one_shot_matches_embedded(episode_video, embedde
 
         # The retried shot finished the episode itself; finalize says so again.
         assert (out / "ep21" / SUCCESS_NAME).exists()
-        final = _run([CELMASK, "finalize", str(out / "ep21")], env)
+        final = run([CELMASK, "finalize", str(out / "ep21")], env)
         assert final.returncode == 0, final.stdout + final.stderr
 
     deployed_files, embedded_files = shot_files(out / "ep21"), shot_files(embedded_run)
@@ -141,23 +131,34 @@ def test_deployed_episode_retry_one_shot_matches_embedded(episode_video, embedde
 def test_nightly_cron_creates_runs_at_two_in_the_time_zone(tmp_path):
     with running_server(tmp_path) as api_url:
         env = server_env(tmp_path, api_url)
-        deployed = _run([CELMASK, "deploy", "--inbox", str(tmp_path / "inbox"), "--out", str(tmp_path / "out"),
-                         "--timezone", "America/New_York"], env)
+        deployed = run(
+            [
+                CELMASK,
+                "deploy",
+                "--inbox",
+                str(tmp_path / "inbox"),
+                "--out",
+                str(tmp_path / "out"),
+                "--timezone",
+                "America/New_York",
+            ],
+            env,
+        )
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         runs = []
         for _ in range(30):
-            runs = _api(env, "scheduled", "nightly")["runs"]
+            runs = call_api(env, "scheduled", "nightly")["runs"]
             if runs:
                 break
             subprocess.run(["sleep", "2"], check=True)
     assert runs, "the scheduler made no nightly runs"
-    for run in runs:
-        local = datetime.fromisoformat(run["expected_start"]).astimezone(ZoneInfo("America/New_York"))
-        assert (local.hour, local.minute) == (2, 0), run
+    for scheduled in runs:
+        local = datetime.fromisoformat(scheduled["expected_start"]).astimezone(ZoneInfo("America/New_York"))
+        assert (local.hour, local.minute) == (2, 0), scheduled
 
 
 def test_deploy_without_a_server_is_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    done = _run([CELMASK, "deploy", "--inbox", str(tmp_path), "--out", str(tmp_path)], env, 120)
+    done = run([CELMASK, "deploy", "--inbox", str(tmp_path), "--out", str(tmp_path)], env, 120)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "PREFECT_API_URL" in done.stderr

@@ -50,7 +50,9 @@ class Run:
         return self.out / EPISODE
 
     def check(self, code: int = 0) -> Run:
-        assert self.done.returncode == code, f"exit {self.done.returncode}\n{self.done.stdout}\n{self.done.stderr[-4000:]}"
+        assert self.done.returncode == code, (
+            f"exit {self.done.returncode}\n{self.done.stdout}\n{self.done.stderr[-4000:]}"
+        )
         return self
 
 
@@ -58,8 +60,12 @@ class Run:
 def env(tmp_path_factory) -> dict[str, str]:
     """Every command's environment: one fresh PREFECT_HOME, no Prefect settings of the caller's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(tmp_path_factory.mktemp("prefect_home")), DO_NOT_TRACK="1",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", YOLO_OFFLINE="1")
+    env.update(
+        PREFECT_HOME=str(tmp_path_factory.mktemp("prefect_home")),
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        YOLO_OFFLINE="1",
+    )
     return env
 
 
@@ -74,7 +80,9 @@ def video(tmp_path_factory) -> Path:
 
 def celmask(env: dict[str, str], *args: str | Path, out: Path | None = None, timeout: float = 300) -> Run:
     start = time.monotonic()
-    done = subprocess.run([CELMASK, *map(str, args)], env=env, check=False, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [CELMASK, *map(str, args)], env=env, check=False, capture_output=True, text=True, timeout=timeout
+    )
     return Run(done, out or Path(), time.monotonic() - start)
 
 
@@ -98,7 +106,11 @@ def plan_shots(episode: Path) -> list[int]:
 
 def shot_files(episode: Path) -> dict[str, Path]:
     """Every per-shot file a run writes: the plan, the summaries and the shot parquets."""
-    files = [episode / "_run" / "plan.json", *(episode / "_run").glob("shot_*.json"), *(episode / "shots").glob("*.parquet")]
+    files = [
+        episode / "_run" / "plan.json",
+        *(episode / "_run").glob("shot_*.json"),
+        *(episode / "shots").glob("*.parquet"),
+    ]
     return {str(p.relative_to(episode)): p for p in sorted(files)}
 
 
@@ -165,7 +177,7 @@ def test_a_real_output_tree_reads_as_one_table_in_pyarrow_pandas_polars_and_duck
     assert len(pd.read_parquet(tree)) == rows
     assert pl.scan_pyarrow_dataset(ds.dataset(tree)).select(pl.len()).collect().item() == rows
     assert pl.read_parquet(tree / "*" / "shots" / "*.parquet").height == rows
-    assert duckdb.sql(f"select count(*) from read_parquet('{tree}/*/shots/*.parquet')").fetchone()[0] == rows
+    assert duckdb.sql(f"select count(*) from read_parquet('{tree}/*/shots/*.parquet')").fetchall() == [(rows,)]
     assert set(pd.read_parquet(tree)["episode_id"]) == {EPISODE}
 
 
@@ -203,8 +215,10 @@ def test_changed_setting_recomputes_every_shot(changed, clean):
         old, new = (read_shot_meta(r.episode / "shots" / name) for r in (clean, changed))
         assert new.config_hash != old.config_hash
         assert json.loads(new.config_json)["refiner"] == "none" and json.loads(old.config_json)["refiner"] == "pieces"
-    masks = [pq.read_table(r.episode / "shots" / "shot_0001.parquet", columns=["mask_rle"]).column(0).to_pylist()
-             for r in (clean, changed)]
+    masks = [
+        pq.read_table(r.episode / "shots" / "shot_0001.parquet", columns=["mask_rle"]).column(0).to_pylist()
+        for r in (clean, changed)
+    ]
     assert masks[0] != masks[1]  # the refiner shapes the masks
 
 
@@ -255,8 +269,8 @@ def test_failed_shot_then_rerun_gives_the_clean_run_bytes(clean, env, video, tmp
 def test_finalize_after_the_source_video_was_replaced_draws_on_grey(clean, video, tmp_path):
     """A different file under the recorded name is not the episode's video: finishing
     still succeeds (the report draws without it) instead of failing on its fingerprint."""
-    from celmask.tasks.run.plan import load_plan, recorded_video
     from celmask.tasks.outputs.report import write_report
+    from celmask.tasks.run.plan import load_plan, recorded_video
 
     episode = tmp_path / EPISODE
     shutil.copytree(clean.check(0).episode, episode)
@@ -323,8 +337,8 @@ def test_episode_progress_rate_eta_and_description(monkeypatch):
 
 
 def test_work_order_is_longest_first_ties_by_index():
-    from celmask.tasks.run.plan import EpisodePlan
     from celmask.tasks.core.types import Shot
+    from celmask.tasks.run.plan import EpisodePlan
 
     shots = tuple(Shot(i, a, b, a / 24, b / 24) for i, (a, b) in enumerate([(0, 10), (10, 40), (40, 50), (50, 70)]))
     plan = EpisodePlan("ep", "/v.mp4", "b2s1:0", 70, 24.0, (64, 64), shots, {})
@@ -358,8 +372,13 @@ def test_an_injected_crash_ends_the_process_and_only_deployed_runs_take_it():
 
     assert Faults.from_dict({"crash": [2]}) == Faults(crash=(2,))
     code = "from celmask.tasks.run.shot import Faults; Faults(crash=(2,)).check(1, 1); print('alive'); Faults(crash=(2,)).check(2, 1)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
-                          cwd=Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert (done.returncode, done.stdout.strip()) == (CRASH_STATUS, "alive"), done.stderr
     with pytest.raises(CelmaskError, match="deployed runs"):
         episode_flow.fn("/nowhere/ep.mp4", "/nowhere", faults={"crash": [0]})
@@ -369,11 +388,23 @@ def test_is_transient():
     class OutOfMemoryError(RuntimeError):  # torch.cuda.OutOfMemoryError's name
         pass
 
-    for error in (TransientError("gpu", "busy"), ConnectionError(), TimeoutError(), MemoryError(),
-                  OutOfMemoryError("x"), RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")):
+    for error in (
+        TransientError("gpu", "busy"),
+        ConnectionError(),
+        TimeoutError(),
+        MemoryError(),
+        OutOfMemoryError("x"),
+        RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"),
+    ):
         assert is_transient(error), error
-    for error in (CelmaskError("x", "bad"), VideoError("v", "missing"), ShotsFailed("e", "shots [1] failed"),
-                  CelmaskError("x", "CUDA out of memory"), ValueError("bad frame"), RuntimeError("boom")):
+    for error in (
+        CelmaskError("x", "bad"),
+        VideoError("v", "missing"),
+        ShotsFailed("e", "shots [1] failed"),
+        CelmaskError("x", "CUDA out of memory"),
+        ValueError("bad frame"),
+        RuntimeError("boom"),
+    ):
         assert not is_transient(error), error
 
 

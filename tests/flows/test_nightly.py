@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from celmask.tasks.core.errors import CelmaskError, ShotsFailed
 from celmask.tasks.manifest.layout import STAGING_NAME, SUCCESS_NAME
 from celmask.tasks.run.inbox import fetch, find_episodes, record_source
@@ -65,7 +66,11 @@ def test_done_when_success_matches_the_file_and_not_once_it_is_replaced(inbox, t
 def test_two_videos_with_one_episode_id_keep_the_first(inbox, tmp_path):
     write(inbox / "ep01.mov", b"the same episode id")
     items = find_episodes(str(inbox), tmp_path / "out")
-    assert [(Path(i.source).name, bool(i.problem)) for i in items] == [("ep01.mov", False), ("ep01.mp4", True), ("ep02.MKV", False)]
+    assert [(Path(i.source).name, bool(i.problem)) for i in items] == [
+        ("ep01.mov", False),
+        ("ep01.mp4", True),
+        ("ep02.MKV", False),
+    ]
     assert "ep01.mov" in items[1].problem
 
 
@@ -137,20 +142,23 @@ def table_artifact(key: str) -> list[dict]:
     from prefect.client.schemas.sorting import ArtifactSort
 
     with get_client(sync_client=True) as client:
-        [latest] = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-                                         sort=ArtifactSort.CREATED_DESC, limit=1)
+        [latest] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC, limit=1
+        )
     data = latest.data
     return json.loads(data) if isinstance(data, str) else data
 
 
 @pytest.mark.slow
 def test_nightly_completes_the_good_episode_fails_the_corrupt_one_and_skips_done_ones(
-        prefect_api, tmp_path, capsys, monkeypatch):
+    prefect_api, tmp_path, capsys, monkeypatch
+):
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
     from celmask.flows.cli import main
     from celmask.flows.embedded import QUIET_DEFAULTS
     from celmask.flows.nightly import nightly_flow
     from celmask.tasks.synth import generate_episode
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     generate_episode(tmp_path / "gen", seed=5, duration=4)
     inbox, out = tmp_path / "inbox", tmp_path / "out"

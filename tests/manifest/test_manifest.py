@@ -75,7 +75,9 @@ def rewrite(path, change):
 def set_cell(table: pa.Table, column: str, row: int, value) -> pa.Table:
     values = table.column(column).to_pylist()
     values[row] = value
-    return table.set_column(table.schema.get_field_index(column), column, pa.array(values, table.schema.field(column).type))
+    return table.set_column(
+        table.schema.get_field_index(column), column, pa.array(values, table.schema.field(column).type)
+    )
 
 
 def problems(path) -> list[str]:
@@ -97,7 +99,11 @@ def test_masks_come_back_exactly_with_every_column(segmented, written):
             for i in np.argsort(inst.track_id):
                 row, (f, shot, track, mask) = next(rows), next(masks)
                 expected = upscale_mask(inst.mask[i], seg.source_size)
-                assert (f, shot, track) == (row["frame_index"], row["shot_index"], row["track_id"]) == (frame, seg.shot.index, inst.track_id[i])
+                assert (
+                    (f, shot, track)
+                    == (row["frame_index"], row["shot_index"], row["track_id"])
+                    == (frame, seg.shot.index, inst.track_id[i])
+                )
                 assert np.array_equal(mask, expected) and mask.shape == seg.source_size == (360, 640)
                 coco = mask_util.decode({"size": [row["height"], row["width"]], "counts": row["mask_rle"]})
                 assert np.array_equal(coco, expected)
@@ -136,7 +142,9 @@ def test_pyarrow_reads_the_files_as_one_dataset(written):
     episode, summaries = written
     total = sum(s.rows for s in summaries)
     assert pq.read_table(episode / "shots").num_rows == total  # what pandas.read_parquet does
-    assert pq.read_table(episode.parent).num_rows == dataset(episode.parent).count_rows() == total  # the table's "_" hides it
+    assert (
+        pq.read_table(episode.parent).num_rows == dataset(episode.parent).count_rows() == total
+    )  # the table's "_" hides it
     schema = pq.read_schema(shot_path(episode, 0))
     assert schema.metadata[b"celmask.schema_version"] == str(SCHEMA_VERSION).encode()
     meta = read_shot_meta(shot_path(episode, 0))
@@ -152,7 +160,9 @@ def test_upscaling_to_a_2x_source(segmented, tmp_path):
     _, config, fingerprint, segs = segmented
     seg = dataclasses.replace(segs[-1], source_size=(720, 1280))
     write_shot(tmp_path / "ep", seg, config, fingerprint)
-    assert not [p for p in problems(tmp_path / "ep") if "shot_0001" in p]  # the upscaled file is valid (shot 0 is missing)
+    assert not [
+        p for p in problems(tmp_path / "ep") if "shot_0001" in p
+    ]  # the upscaled file is valid (shot 0 is missing)
     work_masks = [inst.mask[i] for _, _, inst in seg.frames() for i in np.argsort(inst.track_id)]
     for small, (_, _, _, big) in zip(work_masks, iter_masks(tmp_path / "ep"), strict=True):
         assert big.shape == (720, 1280)
@@ -187,13 +197,19 @@ def test_rle_codec_agrees_with_pycocotools_and_rejects_corruption():
         coco = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
         ys, xs = np.nonzero(mask)
         box = (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1) if len(ys) else (0, 0, 0, 0)
-        counts = runs_string(window_runs(mask[box[0]:box[1], box[2]:box[3]], box[0], box[2], h, w), h, w)
+        counts = runs_string(window_runs(mask[box[0] : box[1], box[2] : box[3]], box[0], box[2], h, w), h, w)
         assert counts.encode() == coco["counts"]
         assert np.array_equal(decode_mask(counts, h, w), mask)
         area, bbox = rle_geometry(rle_counts(counts, h, w), h)
         assert area == mask.sum() and list(bbox) == mask_util.toBbox(coco).astype(int).tolist()
     good = runs_string(window_runs(np.ones((3, 3), bool), 2, 2, 8, 8), 8, 8)
-    for bad, why in ((good[:-1] + "~", "outside"), (good + "0", "cover"), ("", "empty"), (good[:-1] + "h", "cut off"), ("é", "outside")):
+    for bad, why in (
+        (good[:-1] + "~", "outside"),
+        (good + "0", "cover"),
+        ("", "empty"),
+        (good[:-1] + "h", "cut off"),
+        ("é", "outside"),
+    ):
         with pytest.raises(ValueError, match=why):
             decode_mask(bad, 8, 8)
 
@@ -243,7 +259,9 @@ def test_a_crash_mid_write_leaves_the_old_file_and_no_stray(segmented, episode, 
 def test_rerunning_one_shot_replaces_only_that_file(segmented, episode):
     _, config, fingerprint, segs = segmented
     before = {p: (p.stat().st_ino, p.read_bytes()) for p in shot_files(episode).values()}
-    fewer = dataclasses.replace(segs[1], instances=[inst[inst.track_id != inst.track_id.min()] for inst in segs[1].instances])
+    fewer = dataclasses.replace(
+        segs[1], instances=[inst[inst.track_id != inst.track_id.min()] for inst in segs[1].instances]
+    )
     write_shot(episode, fewer, config, fingerprint)
     after = {p: (p.stat().st_ino, p.read_bytes()) for p in shot_files(episode).values()}
     assert after.keys() == before.keys()
@@ -262,14 +280,20 @@ def test_episode_table_and_success(segmented, written):
     for seg, s in zip(segs, table):
         assert (s.shot, s.status, s.frames, s.drawings) == (seg.shot, "ok", seg.shot.frame_count, len(seg.instances))
         assert s.tracks == len({t for inst in seg.instances for t in inst.track_id}) and s.tracks > 0
-        assert {(k.track_id, k.frame_index) for k in s.keyframes} == {(c.track_id, c.frame_index) for cs in seg.keyframes.values() for c in cs}
+        assert {(k.track_id, k.frame_index) for k in s.keyframes} == {
+            (c.track_id, c.frame_index) for cs in seg.keyframes.values() for c in cs
+        }
         assert all(set(k.components) >= {"confidence", "quality"} for k in s.keyframes)
         assert set(s.seconds) >= {"decode", "detect", "manifest"}
     raw = pq.read_table(episode / "_episode.parquet")
     assert json.loads(raw.column("keyframes")[0].as_py())[0]["components"]
     success = json.loads((episode / SUCCESS_NAME).read_text())
     assert (success["shots"], success["frames"], success["rows"]) == (2, 96, sum(s.rows for s in summaries))
-    assert success["seconds"]["manifest"] > 0 and success["versions"]["celmask"] and success["schema_version"] == SCHEMA_VERSION
+    assert (
+        success["seconds"]["manifest"] > 0
+        and success["versions"]["celmask"]
+        and success["schema_version"] == SCHEMA_VERSION
+    )
     failed = ShotSummary.failed("ep7", segs[0].shot, "CUDA out of memory", {"detect": 1.5})
     assert ShotSummary.from_row(failed.to_row()) == failed and failed.to_row()["status"] == "failed"
 
@@ -348,17 +372,29 @@ def stale_success(episode):
     (episode / SUCCESS_NAME).write_text(json.dumps({**success, "rows": 3}))
 
 
-@pytest.mark.parametrize("damage, expected", [
-    (truncate, "shots/shot_0001.parquet: not a readable Parquet file, truncated or corrupt"),
-    (foreign, "shots/shot_0001.parquet: not a celmask shot file (no celmask.schema_version metadata)"),
-    (wrong_columns, "shots/shot_0001.parquet: columns do not match schema version 1: no column score; re-run the shot"),
-    (corrupt_rle, "shots/shot_0001.parquet: 1 row(s) whose mask_rle is not a valid RLE of 640x360"),
-    (wrong_bbox, "shots/shot_0001.parquet: 1 row(s) whose bbox is not the mask's (x, y, w, h) (first: frame 80 track"),
-    (duplicate_row, "shots/shot_0001.parquet: 1 row(s) repeating a (frame, track) already in the shot (first: frame 80"),
-    (outside_range, "shots/shot_0001.parquet: 1 row(s) outside the shot's frames [80, 96) (first: frame 500"),
-    (missing_shot, "shots/shot_0001.parquet: missing; re-run shot 1 of 2"),
-    (stale_success, "_SUCCESS.json: disagrees with the shot files: rows 3 but the files hold"),
-])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (truncate, "shots/shot_0001.parquet: not a readable Parquet file, truncated or corrupt"),
+        (foreign, "shots/shot_0001.parquet: not a celmask shot file (no celmask.schema_version metadata)"),
+        (
+            wrong_columns,
+            "shots/shot_0001.parquet: columns do not match schema version 1: no column score; re-run the shot",
+        ),
+        (corrupt_rle, "shots/shot_0001.parquet: 1 row(s) whose mask_rle is not a valid RLE of 640x360"),
+        (
+            wrong_bbox,
+            "shots/shot_0001.parquet: 1 row(s) whose bbox is not the mask's (x, y, w, h) (first: frame 80 track",
+        ),
+        (
+            duplicate_row,
+            "shots/shot_0001.parquet: 1 row(s) repeating a (frame, track) already in the shot (first: frame 80",
+        ),
+        (outside_range, "shots/shot_0001.parquet: 1 row(s) outside the shot's frames [80, 96) (first: frame 500"),
+        (missing_shot, "shots/shot_0001.parquet: missing; re-run shot 1 of 2"),
+        (stale_success, "_SUCCESS.json: disagrees with the shot files: rows 3 but the files hold"),
+    ],
+)
 def test_validate_names_each_damage_on_one_line(episode, damage, expected):
     damage(episode)
     found = problems(episode)

@@ -134,7 +134,10 @@ def test_rows_and_their_fields_are_kept(cases):
     masks = np.stack([degrade(m, "dilated") for m in truth])
     n = len(masks)
     inst = Instances.from_masks(
-        masks, score=np.linspace(0.9, 0.5, n), class_id=np.arange(n), track_id=np.arange(n) + 7,
+        masks,
+        score=np.linspace(0.9, 0.5, n),
+        class_id=np.arange(n),
+        track_id=np.arange(n) + 7,
         data={"source": np.array(["detected"] * n)},
     )
     refiner = PiecesRefiner()
@@ -167,7 +170,7 @@ def test_bad_input_is_one_line(cases):
         with pytest.raises(CelmaskError, match=match) as error:
             PiecesRefiner().refine(images, instances)
         assert "\n" not in str(error.value)
-    with pytest.raises(CelmaskError, match="join_share"):
+    with pytest.raises(ValueError, match=r"join_share must be in \(0, 1\), got 1.5"):
         PiecesConfig(join_share=1.5)
 
 

@@ -115,17 +115,24 @@ def test_missing_weights_are_one_line(tmp_path, monkeypatch):
         assert "\n" not in str(error.value) and "propagator.weights" in str(error.value)
 
 
+def pinned(path) -> str:
+    """``path`` pinned to its SHA-256, as a SAM 2 setting must be (celmask.models.weights)."""
+    import hashlib
+
+    return f"{path}@sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
+
+
 def test_unusable_weights_are_one_line(tmp_path):
     import torch
 
     strange = tmp_path / "my_model.pt"
     torch.save({"model": {}}, strange)
     with pytest.raises(CelmaskError, match="not named like an ultralytics SAM 2 checkpoint"):
-        Sam2Propagator(strange, device="cpu")
+        Sam2Propagator(pinned(strange), device="cpu")
     empty = tmp_path / "sam2_t.pt"
     torch.save({"model": {}}, empty)
     with pytest.raises(CelmaskError, match="cannot be loaded as sam2_t.pt") as error:
-        Sam2Propagator(empty, device="cpu")
+        Sam2Propagator(pinned(empty), device="cpu")
     assert "\n" not in str(error.value)
 
 
@@ -134,9 +141,8 @@ def test_a_checkpoint_is_loaded_and_named_by_its_checksum(sam2_tiny, tmp_path):
 
     path = tmp_path / "sam2_t.pt"
     torch.save({"model": sam2_tiny.state_dict()}, path)
-    loaded = Sam2Propagator(path, device="cpu", imgsz=256)
-    prefix = "sam2:sam2_t.pt@sha256:"
-    assert loaded.model_id.startswith(prefix) and len(loaded.model_id) == len(prefix) + 64
+    loaded = Sam2Propagator(pinned(path), device="cpu", imgsz=256)
+    assert loaded.model_id == f"sam2:{pinned(path).rpartition('/')[2]}"  # the form of the setting
     frames, masks = two_figures(2)
     assert [m.shape for m, _ in loaded.propagate(frames, masks)] == [(2, H, W)]
     with pytest.raises(ValueError, match="multiple of 32"):

@@ -20,12 +20,12 @@ from celmask.models.refiners.sam import (
     mask_prompts,
     vote_masks,
 )
-from tests.support.tiny_models import tiny_sam
 from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.core.instances import Instances
 from celmask.tasks.core.masks import accept_refinement
 from celmask.tasks.synth import generate_episode, iter_truth_masks
 from celmask.tasks.video import iter_frames
+from tests.support.tiny_models import tiny_sam
 
 FAST_VOTES = VoteConfig(points_per_side=4, crop_n_layers=0, max_side=320)
 """Few points, no crops, a half-size frame: seconds on two busy cores."""
@@ -41,8 +41,12 @@ def frames(tmp_path_factory) -> list[tuple[np.ndarray, Instances]]:
     result = []
     for index, track_ids, masks in iter_truth_masks(out, 0, 41):
         if index in wanted:
-            inst = Instances.from_masks(masks, score=np.linspace(0.9, 0.5, len(masks)), track_id=track_ids,
-                                        data={"source": np.array(["detected"] * len(masks))})
+            inst = Instances.from_masks(
+                masks,
+                score=np.linspace(0.9, 0.5, len(masks)),
+                track_id=track_ids,
+                data={"source": np.array(["detected"] * len(masks))},
+            )
             result.append((images[index], inst))
     assert [len(inst) for _, inst in result] == [2, 3, 3]
     return result
@@ -202,7 +206,9 @@ def test_missing_sam_weights_say_where_to_get_them(tmp_path, no_weights_env):
         load_sam("vit_b", cache_dir=tmp_path / "cache")
     text = str(error.value)
     assert "\n" not in text and text.startswith("sam_vit_b_01ec64.pth: weights not found")
-    assert "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth" in text and "refiner.checkpoint" in text
+    assert (
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth" in text and "refiner.checkpoint" in text
+    )
 
 
 def test_wrong_or_broken_checkpoints_are_one_line_errors(tmp_path, no_weights_env):

@@ -119,10 +119,29 @@ def test_an_interrupted_training_run_resumes_from_its_last_checkpoint(tmp_path):
     import time
 
     out = tmp_path / "detector"
-    args = ["train", out, "--images", "24", "--val-images", "3", "--test-images", "2", "--epochs", "3",
-            "--imgsz", "96", "--batch", "4", "--cutouts", "none", "--backgrounds", "none"]  # epochs of a few seconds
-    run = subprocess.Popen([CELMASK, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           start_new_session=True)
+    args = [
+        "train",
+        out,
+        "--images",
+        "24",
+        "--val-images",
+        "3",
+        "--test-images",
+        "2",
+        "--epochs",
+        "3",
+        "--imgsz",
+        "96",
+        "--batch",
+        "4",
+        "--cutouts",
+        "none",
+        "--backgrounds",
+        "none",
+    ]  # epochs of a few seconds
+    run = subprocess.Popen(
+        [CELMASK, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     results = out / "ultralytics" / "train" / "results.csv"
     last = out / "ultralytics" / "train" / "weights" / "last.pt"
     deadline = time.monotonic() + 600

@@ -267,8 +267,13 @@ def test_failed_downloads_leave_nothing_behind(tmp_path, server, fault):
     with pytest.raises(CelmaskError) as error:
         resolve_weights(None, spec, cache_dir=cache, download=True)
     text = one_line(error)
-    assert {"checksum": "SHA-256", "size": "sent", "cut": "stopped after", "missing": "HTTPError",
-            "not-torch": "not a PyTorch checkpoint"}[fault] in text
+    assert {
+        "checksum": "SHA-256",
+        "size": "sent",
+        "cut": "stopped after",
+        "missing": "HTTPError",
+        "not-torch": "not a PyTorch checkpoint",
+    }[fault] in text
     assert list(cache.iterdir()) == []
 
 

@@ -39,7 +39,11 @@ def manifest_masks(episode_dir: Path) -> dict[tuple[int, int], np.ndarray]:
 
 
 def tree_digest(path: Path) -> dict[str, str]:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_png_is_one_mask_per_track_and_frame(episode, tmp_path):
@@ -49,7 +53,9 @@ def test_png_is_one_mask_per_track_and_frame(episode, tmp_path):
     files = sorted(result.path.rglob("*.png"))
     assert len(files) == len(masks)
     for (frame, track), mask in masks.items():
-        with Image.open(result.path / f"shot_{int(frame >= 80):04d}" / f"track_{track:03d}" / f"{frame:06d}.png") as image:
+        with Image.open(
+            result.path / f"shot_{int(frame >= 80):04d}" / f"track_{track:03d}" / f"{frame:06d}.png"
+        ) as image:
             assert image.mode == "1" and image.size == (640, 360)
             assert np.array_equal(np.array(image), mask)
 
@@ -79,7 +85,9 @@ def test_cutouts_are_rgba_with_the_mask_as_alpha(episode, tmp_path):
         before: dict[int, str] = {}
         for frame, rows in shot.frames():
             for row in rows:
-                path = result.path / f"shot_{shot.meta.shot.index:04d}" / f"track_{row.track_id:03d}" / f"{frame:06d}.png"
+                path = (
+                    result.path / f"shot_{shot.meta.shot.index:04d}" / f"track_{row.track_id:03d}" / f"{frame:06d}.png"
+                )
                 held = before.get(row.track_id) == row.rle
                 assert path.exists() != held, path  # one cut-out per drawing, none for its held frames
                 if held:
@@ -89,9 +97,9 @@ def test_cutouts_are_rgba_with_the_mask_as_alpha(episode, tmp_path):
                 with Image.open(path) as image:
                     assert image.mode == "RGBA" and image.size == (w, h)
                     rgba = np.array(image)
-                alpha = shot.mask(row.rle)[y:y + h, x:x + w]
+                alpha = shot.mask(row.rle)[y : y + h, x : x + w]
                 assert np.array_equal(rgba[..., 3] > 0, alpha) and set(np.unique(rgba[..., 3])) <= {0, 255}
-                assert np.array_equal(rgba[..., :3][alpha], frames[frame][y:y + h, x:x + w][alpha])
+                assert np.array_equal(rgba[..., :3][alpha], frames[frame][y : y + h, x : x + w][alpha])
                 assert not rgba[..., :3][~alpha].any()
             before = {r.track_id: r.rle for r in rows}
     assert result.files == expected == len(list(result.path.rglob("*.png"))) > 0
@@ -117,7 +125,10 @@ def test_ytvis_has_one_video_per_shot_and_a_mask_per_track_frame(episode, tmp_pa
     (result,) = export(episode.dir, "ytvis", to=tmp_path)
     data = json.loads((result.path / "instances.json").read_text())
     masks = manifest_masks(episode.dir)
-    assert [(v["id"], v["length"], v["file_names"][0]) for v in data["videos"]] == [(1, 80, "000000.jpg"), (2, 16, "000080.jpg")]
+    assert [(v["id"], v["length"], v["file_names"][0]) for v in data["videos"]] == [
+        (1, 80, "000000.jpg"),
+        (2, 16, "000080.jpg"),
+    ]
     seen = 0
     for ann in data["annotations"]:
         video = data["videos"][ann["video_id"] - 1]
@@ -130,7 +141,9 @@ def test_ytvis_has_one_video_per_shot_and_a_mask_per_track_frame(episode, tmp_pa
             seen += 1
             assert np.array_equal(mask_util.decode(segmentation).astype(bool), masks[key])
     assert seen == len(masks)
-    assert sorted((a["video_id"], a["track_id"]) for a in data["annotations"]) == sorted({(1 + (f >= 80), t) for f, t in masks})
+    assert sorted((a["video_id"], a["track_id"]) for a in data["annotations"]) == sorted(
+        {(1 + (f >= 80), t) for f, t in masks}
+    )
 
 
 def test_preview_has_a_frame_per_frame_of_the_shot_and_marks_keyframes(episode, tmp_path):
@@ -144,16 +157,20 @@ def test_preview_has_a_frame_per_frame_of_the_shot_and_marks_keyframes(episode, 
         keyframe = next(r for r in shot.rows if r.is_keyframe)
         image = next(iter_frames(path, start=keyframe.frame_index - shot.meta.shot.start)).image
         x, y, w, h = keyframe.bbox
-        near = image[max(0, y - 12):y + h + 2, max(0, x - 2):x + w + 2].astype(int)
+        near = image[max(0, y - 12) : y + h + 2, max(0, x - 2) : x + w + 2].astype(int)
         yellow = (near[..., 0] > 200) & (near[..., 1] > 200) & (near[..., 2] < 100)
         assert yellow.sum() > 20  # the KEY outline and tag
 
 
 def test_exports_are_deterministic_and_replace_the_previous_one_whole(episode, tmp_path):
-    first = {fmt: tree_digest(export(episode.dir, fmt, to=tmp_path / "a", video=episode.video)[0].path)
-             for fmt in ("png", "coco", "preview")}
-    second = {fmt: tree_digest(export(episode.dir, fmt, to=tmp_path / "b", video=episode.video)[0].path)
-              for fmt in ("png", "coco", "preview")}
+    first = {
+        fmt: tree_digest(export(episode.dir, fmt, to=tmp_path / "a", video=episode.video)[0].path)
+        for fmt in ("png", "coco", "preview")
+    }
+    second = {
+        fmt: tree_digest(export(episode.dir, fmt, to=tmp_path / "b", video=episode.video)[0].path)
+        for fmt in ("png", "coco", "preview")
+    }
     assert first == second
     dest = tmp_path / "a" / "ep7"
     export(episode.dir, "coco", to=tmp_path / "a")  # again, over the first

@@ -29,7 +29,9 @@ from celmask.tasks.manifest.write import write_episode_table
 from celmask.tasks.outputs.exports import export
 from celmask.tasks.outputs.report import LOW_SCORE, shot_flags, write_report
 
-CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"))), None)
+CHROMIUM = next(
+    filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"))), None
+)
 """The headless browser of the rendering test: the first of these names on PATH."""
 BROWSER_TIMEOUT_S = 60
 VIEWPORT = (1280, 900)
@@ -71,11 +73,17 @@ def test_flags_name_what_is_worth_a_look(episode):
         damaged.append(r)
     weak = Keyframe(track, 88, 0.41, {"agreement": 0.1, "completeness": 0.3, "quality": 0.9})
     summary = dataclasses.replace(summaries[1], keyframes=(*summaries[1].keyframes, weak))
-    flags = {f.kind: f.text for f in shot_flags(summary, dataclasses.replace(shot, rows=damaged)) if f.text.startswith(f"track {track}:")}
+    flags = {
+        f.kind: f.text
+        for f in shot_flags(summary, dataclasses.replace(shot, rows=damaged))
+        if f.text.startswith(f"track {track}:")
+    }
     assert flags["gap"] == f"track {track}: missing in 2 frame(s) inside its span, first {min(gap)}-{max(gap)}"
     assert flags["vanish"].startswith(f"track {track}: vanishes after frame 93, 2 frame(s) before the shot ends")
     jumped = mine[5].frame_index  # the jump there and back: the worst is either
-    assert re.match(rf"track {track}: mask jumps 2x, worst at frame ({jumped}|{jumped + 1}) \(area x3\.\d", flags["jump"]), flags["jump"]
+    assert re.match(
+        rf"track {track}: mask jumps 2x, worst at frame ({jumped}|{jumped + 1}) \(area x3\.\d", flags["jump"]
+    ), flags["jump"]
     assert flags["low-score"] == f"track {track}: keyframe 88 scores 0.41 (weak: agreement 0.10, completeness 0.30)"
     assert 0.41 < LOW_SCORE
 
@@ -95,14 +103,18 @@ def test_report_without_video_shows_failed_shots_and_is_deterministic(copy, caps
     index = write_report(copy)
     assert index == copy / "_report" / "index.html"
     page = index.read_text()
-    assert page.count('<section id="shot-') == 2 and page.count("<img ") == 1  # no video, no file: nothing to show for shot 1
+    assert (
+        page.count('<section id="shot-') == 2 and page.count("<img ") == 1
+    )  # no video, no file: nothing to show for shot 1
     assert "failed: CUDA &lt;out&gt; of memory" in page and "<b>not complete</b>" not in page
     assert sorted(p.name for p in (copy / "_report" / "thumbs").iterdir()) == ["shot_0000.jpg"]
     before = {p.name: p.read_bytes() for p in (copy / "_report").rglob("*") if p.is_file()}
     assert celmask(["report", str(copy)]) == 0
     assert capsys.readouterr().out == f"{index}\n"
     assert {p.name: p.read_bytes() for p in (copy / "_report").rglob("*") if p.is_file()} == before
-    assert sorted(p.name for p in copy.iterdir()) == sorted([SUCCESS_NAME, EPISODE_TABLE_NAME, "_report", "shots"])  # nothing else touched
+    assert sorted(p.name for p in copy.iterdir()) == sorted(
+        [SUCCESS_NAME, EPISODE_TABLE_NAME, "_report", "shots"]
+    )  # nothing else touched
 
 
 def test_report_command_errors(episode, capsys):
@@ -121,12 +133,23 @@ class Chromium:
         theirs_in, theirs_out = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (read, write))
         os.close(read)
         os.close(write)
-        command = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--remote-debugging-pipe",
-                   f"--user-data-dir={profile}", "about:blank"]
+        command = [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--remote-debugging-pipe",
+            f"--user-data-dir={profile}",
+            "about:blank",
+        ]
         trampoline = "import os, sys; os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4); os.execvp(sys.argv[3], sys.argv[3:])"
         self.process = subprocess.Popen(
             [sys.executable, "-c", trampoline, str(theirs_in), str(theirs_out), *command],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(theirs_in, theirs_out),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(theirs_in, theirs_out),
         )
         os.close(theirs_in)
         os.close(theirs_out)
@@ -138,7 +161,9 @@ class Chromium:
 
     def send(self, method: str, **params):
         self._id += 1
-        message = {"id": self._id, "method": method, "params": params} | ({"sessionId": self.session} if self.session else {})
+        message = {"id": self._id, "method": method, "params": params} | (
+            {"sessionId": self.session} if self.session else {}
+        )
         self._out.write(json.dumps(message).encode() + b"\0")
         while True:
             while b"\0" not in self._buffer:
@@ -156,13 +181,23 @@ class Chromium:
     def open(self, url: str) -> None:
         target = self.send("Target.createTarget", url="about:blank")["targetId"]
         self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        self.send("Emulation.setDeviceMetricsOverride", width=VIEWPORT[0], height=VIEWPORT[1], deviceScaleFactor=1, mobile=False)
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=VIEWPORT[0],
+            height=VIEWPORT[1],
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         self.send("Page.navigate", url=url)
 
     def evaluate(self, expression: str):
         """The JSON value of ``expression`` once the page has loaded (a Promise is awaited)."""
-        loaded = "new Promise(r => { const f = () => document.readyState === 'complete' ? r() : setTimeout(f, 20); f(); })"
-        result = self.send("Runtime.evaluate", expression=f"{loaded}.then(() => {expression})", awaitPromise=True, returnByValue=True)
+        loaded = (
+            "new Promise(r => { const f = () => document.readyState === 'complete' ? r() : setTimeout(f, 20); f(); })"
+        )
+        result = self.send(
+            "Runtime.evaluate", expression=f"{loaded}.then(() => {expression})", awaitPromise=True, returnByValue=True
+        )
         return result["result"].get("value")
 
     def close(self) -> None:
@@ -187,7 +222,9 @@ def test_report_renders_in_chromium(episode, copy, tmp_path):
     browser = Chromium(CHROMIUM, tmp_path / "profile")
     try:
         browser.open(index.as_uri())
-        browser.evaluate("Promise.all([...document.images].map(i => i.decode().catch(() => null)))")  # lazy ones load late
+        browser.evaluate(
+            "Promise.all([...document.images].map(i => i.decode().catch(() => null)))"
+        )  # lazy ones load late
         page = browser.evaluate("""({
             shots: [...document.querySelectorAll('section.shot')].map(s => s.id),
             flagged: document.querySelectorAll('section.shot.flagged').length,
@@ -212,4 +249,6 @@ def test_report_renders_in_chromium(episode, copy, tmp_path):
     assert page["keyframeRows"] == len(summaries) + sum(len(s.keyframes) for s in summaries)
     assert visible_when_filtered == page["flagged"]
     with Image.open(screenshot) as image:
-        assert image.size == VIEWPORT and len(image.getcolors(1 << 16) or range(1 << 16)) > 100  # a picture, not a blank page
+        assert (
+            image.size == VIEWPORT and len(image.getcolors(1 << 16) or range(1 << 16)) > 100
+        )  # a picture, not a blank page

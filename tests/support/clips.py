@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 def _ffmpeg(*args: str) -> None:
     subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True, timeout=120)
 
@@ -27,7 +28,9 @@ CORRUPT_BYTES = 4096
 def _corrupt_middle(src: Path, dst: Path) -> None:
     data = bytearray(src.read_bytes())
     mid = len(data) // 2
-    data[mid: mid + CORRUPT_BYTES] = np.random.default_rng(1234).integers(0, 256, CORRUPT_BYTES, dtype=np.uint8).tobytes()
+    data[mid : mid + CORRUPT_BYTES] = (
+        np.random.default_rng(1234).integers(0, 256, CORRUPT_BYTES, dtype=np.uint8).tobytes()
+    )
     dst.write_bytes(bytes(data))
 
 
@@ -41,20 +44,73 @@ VFR_PTS_MS = "if(lt(N,20),N*40,800+(N-20)*100+if(gt(N,35),37,0))"
 
 def _recipes(d: Path) -> dict:
     def cfr(p):  # 72 frames at 23.976 fps, one GOP, B-frames, with audio
-        _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x180:rate=24000/1001", "-f", "lavfi", "-i", "sine=frequency=440",
-                 "-t", "3.003", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "250", "-bf", "3",
-                 "-c:a", "aac", str(p))
+        _ffmpeg(
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x180:rate=24000/1001",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+            "-t",
+            "3.003",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "250",
+            "-bf",
+            "3",
+            "-c:a",
+            "aac",
+            str(p),
+        )
 
     def gop(p):  # 200 frames, keyframe every 48, 3 B-frames: real seeks land mid-file
-        _h264("testsrc2=size=160x90:rate=25:duration=8", p, "-g", "48", "-keyint_min", "48", "-sc_threshold", "0", "-bf", "3")
+        _h264(
+            "testsrc2=size=160x90:rate=25:duration=8",
+            p,
+            "-g",
+            "48",
+            "-keyint_min",
+            "48",
+            "-sc_threshold",
+            "0",
+            "-bf",
+            "3",
+        )
 
     def longgop(p):  # 300 frames, -g 250 -bf 3: keyframes at 0 and 250 only
         _h264("testsrc2=size=160x96:rate=25:duration=12", p, "-g", "250", "-bf", "3")
 
     def vfr(p):
-        _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25:duration=2", "-vf", f"settb=1/1000,setpts='{VFR_PTS_MS}'",
-                 "-fps_mode", "passthrough", "-enc_time_base:v", "1/1000", "-c:v", "libx264", "-preset", "veryfast",
-                 "-bf", "2", "-g", "12", "-video_track_timescale", "1000", str(p))
+        _ffmpeg(
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x90:rate=25:duration=2",
+            "-vf",
+            f"settb=1/1000,setpts='{VFR_PTS_MS}'",
+            "-fps_mode",
+            "passthrough",
+            "-enc_time_base:v",
+            "1/1000",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-bf",
+            "2",
+            "-g",
+            "12",
+            "-video_track_timescale",
+            "1000",
+            str(p),
+        )
 
     def base(p):
         _h264("testsrc2=size=160x90:rate=25:duration=1", p)
@@ -62,25 +118,69 @@ def _recipes(d: Path) -> dict:
     def rotated(tag):
         def make(p):
             _ffmpeg("-i", str(get("base.mp4")), "-c", "copy", "-metadata:s:v:0", f"rotate={tag}", str(p))
+
         return make
 
     def odd(p):
-        _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=322x242:rate=25:duration=1", "-vf", "format=yuv444p,crop=321:241:0:0",
-                "-c:v", "ffv1", str(p))
+        _ffmpeg(
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=322x242:rate=25:duration=1",
+            "-vf",
+            "format=yuv444p,crop=321:241:0:0",
+            "-c:v",
+            "ffv1",
+            str(p),
+        )
 
     def ten(p):
-        _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=128x72:rate=25:duration=1", "-c:v", "libx264", "-preset", "veryfast",
-                "-pix_fmt", "yuv420p10le", str(p))
+        _ffmpeg(
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=128x72:rate=25:duration=1",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p10le",
+            str(p),
+        )
 
     def hevc(p):
-        _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x90:rate=24:duration=3", "-c:v", "libx265", "-preset", "ultrafast",
-                "-x265-params", "log-level=error:keyint=24:bframes=3", "-pix_fmt", "yuv420p", str(p))
+        _ffmpeg(
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x90:rate=24:duration=3",
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-x265-params",
+            "log-level=error:keyint=24:bframes=3",
+            "-pix_fmt",
+            "yuv420p",
+            str(p),
+        )
 
     def gif(p):
         _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=1", str(p))
 
     def solid(p):  # exact colour (0x30, 0x80, 0xC0) kept losslessly in RGB
-        _ffmpeg("-f", "lavfi", "-i", "color=c=0x3080C0:size=64x48:rate=25:duration=0.4,format=bgr0", "-c:v", "ffv1", "-pix_fmt", "bgr0", str(p))
+        _ffmpeg(
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=0x3080C0:size=64x48:rate=25:duration=0.4,format=bgr0",
+            "-c:v",
+            "ffv1",
+            "-pix_fmt",
+            "bgr0",
+            str(p),
+        )
 
     def audio(p):
         _ffmpeg("-f", "lavfi", "-i", "sine=duration=1", str(p))
@@ -92,12 +192,47 @@ def _recipes(d: Path) -> dict:
         _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48", "-frames:v", "1", str(p))
 
     def zero(p):  # a video track with no frames (next to an audio track)
-        _ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-f", "lavfi", "-i", "color=size=64x48:duration=1",
-                "-map", "0", "-map", "1", "-frames:v", "0", "-c:v", "libx264", str(p))
+        _ffmpeg(
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=1",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=size=64x48:duration=1",
+            "-map",
+            "0",
+            "-map",
+            "1",
+            "-frames:v",
+            "0",
+            "-c:v",
+            "libx264",
+            str(p),
+        )
 
     def mp4_av(p):  # 100 frames + audio, moov at the end
-        _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=4", "-f", "lavfi", "-i", "sine=duration=4",
-                "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(p))
+        _ffmpeg(
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x180:rate=25:duration=4",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+            str(p),
+        )
 
     def faststart(p):
         _ffmpeg("-i", str(get("av.mp4")), "-c", "copy", "-movflags", "+faststart", str(p))
@@ -109,10 +244,25 @@ def _recipes(d: Path) -> dict:
         _h264("testsrc2=size=320x180:rate=25:duration=4", p, "-g", "50", "-bf", "3")
 
     return {
-        "cfr.mp4": cfr, "gop.mp4": gop, "longgop.mp4": longgop, "vfr.mp4": vfr, "base.mp4": base,
-        "rot_cw90.mp4": rotated(270), "rot_cw270.mp4": rotated(90), "odd.mkv": odd, "ten.mp4": ten,
-        "hevc.mkv": hevc, "anim.gif": gif, "solid.mkv": solid, "audio.m4a": audio, "still.png": png,
-        "still.gif": gif1, "zero.mkv": zero, "av.mp4": mp4_av, "fast.mp4": faststart, "corrupt_src.mp4": corrupt_src,
+        "cfr.mp4": cfr,
+        "gop.mp4": gop,
+        "longgop.mp4": longgop,
+        "vfr.mp4": vfr,
+        "base.mp4": base,
+        "rot_cw90.mp4": rotated(270),
+        "rot_cw270.mp4": rotated(90),
+        "odd.mkv": odd,
+        "ten.mp4": ten,
+        "hevc.mkv": hevc,
+        "anim.gif": gif,
+        "solid.mkv": solid,
+        "audio.m4a": audio,
+        "still.png": png,
+        "still.gif": gif1,
+        "zero.mkv": zero,
+        "av.mp4": mp4_av,
+        "fast.mp4": faststart,
+        "corrupt_src.mp4": corrupt_src,
         "uhd.mp4": uhd,
         "ts.ts": lambda p: _ffmpeg("-i", str(get("gop.mp4")), "-c", "copy", "-f", "mpegts", str(p)),
         # stream copy cut at a non-keyframe: MP4 edit list hides the frames before 1.3 s

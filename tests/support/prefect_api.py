@@ -6,6 +6,7 @@ test process itself stays on its own settings.
     python tests/support/prefect_api.py wait RUN_ID RUN_COUNT TIMEOUT        wait for a run's RUN_COUNT-th attempt to finish
     python tests/support/prefect_api.py scheduled DEPLOYMENT                 scheduled runs of a deployment
     python tests/support/prefect_api.py artifacts                            the latest artifact of each key
+    python tests/support/prefect_api.py pools                                work pools, and each deployment's pool and pull steps
 """
 
 from __future__ import annotations
@@ -21,9 +22,15 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 
 
 def _run(r) -> dict:
-    return {"id": str(r.id), "name": r.name, "state": r.state.type.value if r.state else None,
-            "message": r.state.message if r.state else None, "run_count": r.run_count, "tags": sorted(r.tags),
-            "expected_start": r.expected_start_time.isoformat() if r.expected_start_time else None}
+    return {
+        "id": str(r.id),
+        "name": r.name,
+        "state": r.state.type.value if r.state else None,
+        "message": r.state.message if r.state else None,
+        "run_count": r.run_count,
+        "tags": sorted(r.tags),
+        "expected_start": r.expected_start_time.isoformat() if r.expected_start_time else None,
+    }
 
 
 async def run(deployment: str, params: str, timeout: float) -> dict:
@@ -34,7 +41,10 @@ async def run(deployment: str, params: str, timeout: float) -> dict:
         parent = await client.read_flow_run(parent.id)
         prefix = f"{parent.name}-shot-"
         shots = await client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=prefix)))
-    return {"run": _run(parent), "shots": sorted((_run(r) for r in shots if r.name.startswith(prefix)), key=lambda r: r["name"])}
+    return {
+        "run": _run(parent),
+        "shots": sorted((_run(r) for r in shots if r.name.startswith(prefix)), key=lambda r: r["name"]),
+    }
 
 
 async def wait(run_id: str, run_count: int, timeout: float) -> dict:
@@ -49,15 +59,30 @@ async def wait(run_id: str, run_count: int, timeout: float) -> dict:
 
 async def scheduled(deployment: str) -> dict:
     async with get_client() as client:
-        runs = await client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])))
+        runs = await client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment]))
+        )
     return {"runs": [_run(r) for r in runs if r.state and r.state.is_scheduled()]}
 
 
 async def artifacts() -> dict:
     async with get_client() as client:
         found = await client.read_latest_artifacts()
-    return {a.key: {"type": a.type, "data": a.data if isinstance(a.data, (str, float, int, list)) else str(a.data)}
-            for a in found if a.key}
+    return {
+        a.key: {"type": a.type, "data": a.data if isinstance(a.data, (str, float, int, list)) else str(a.data)}
+        for a in found
+        if a.key
+    }
+
+
+async def pools() -> dict:
+    async with get_client() as client:
+        found = await client.read_work_pools()
+        deployments = await client.read_deployments()
+    return {
+        "pools": {p.name: {"type": p.type, "base_job_template": p.base_job_template} for p in found},
+        "deployments": {d.name: {"pool": d.work_pool_name, "pull_steps": d.pull_steps} for d in deployments},
+    }
 
 
 if __name__ == "__main__":
@@ -68,6 +93,8 @@ if __name__ == "__main__":
         out = asyncio.run(wait(args[0], int(args[1]), float(args[2])))
     elif command == "artifacts":
         out = asyncio.run(artifacts())
+    elif command == "pools":
+        out = asyncio.run(pools())
     else:
         out = asyncio.run(scheduled(args[0]))
     print(json.dumps(out))

@@ -1,11 +1,13 @@
-"""Start and stop a real Prefect server on 127.0.0.1 for tests.
+"""Start and stop a real Prefect server on 127.0.0.1 for tests, and process workers
+and clients of it.
 
 The server gets its own PREFECT_HOME, analytics off, and a fast scheduler loop;
-it is stopped by PID (its whole process group), never by name.
+it and the workers are stopped by PID (their whole process group), never by name.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -13,11 +15,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
+API = str(Path(__file__).with_name("prefect_api.py"))
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -41,14 +45,17 @@ def server_env(home: Path, api_url: str | None = None) -> dict[str, str]:
 
 
 @contextmanager
-def running_server(home: Path, startup_timeout: float = 90.0) -> Iterator[str]:
-    """Run ``prefect server start`` until the block exits; yield its API URL."""
+def running_server(
+    home: Path, startup_timeout: float = 90.0, settings: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """Run ``prefect server start`` until the block exits; yield its API URL. ``settings``:
+    more of the server's environment (its database, its auth string)."""
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     log = open(home / "server.log", "wb")
     proc = subprocess.Popen(
         [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
-        env=server_env(home),
+        env={**server_env(home), **(settings or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -57,7 +64,9 @@ def running_server(home: Path, startup_timeout: float = 90.0) -> Iterator[str]:
         deadline = time.monotonic() + startup_timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"prefect server exited with {proc.returncode}:\n{(home / 'server.log').read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"prefect server exited with {proc.returncode}:\n{(home / 'server.log').read_text()[-3000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
                     if r.status == 200:
@@ -73,11 +82,11 @@ def running_server(home: Path, startup_timeout: float = 90.0) -> Iterator[str]:
         log.close()
 
 
-def stop_process_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """SIGTERM the process group started by ``proc``, then SIGKILL what is left."""
+def stop_process_group(proc: subprocess.Popen, grace: float = 15.0, sig: signal.Signals = signal.SIGTERM) -> None:
+    """``sig`` (SIGTERM) to the process group started by ``proc``, then SIGKILL what is left."""
     if proc.poll() is None:
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
         try:
@@ -89,3 +98,29 @@ def stop_process_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
     except ProcessLookupError:
         pass
     proc.wait()
+
+
+def run(cmd: list[str], env: Mapping[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """``cmd`` to the end, its output captured."""
+    return subprocess.run(cmd, env=dict(env), capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def call_api(env: Mapping[str, str], *args: str, timeout: float = 900) -> dict:
+    """``tests/support/prefect_api.py ARGS`` against the server of ``env``; its JSON."""
+    done = run([sys.executable, API, *args], env, timeout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def start_worker(pool: str, env: Mapping[str, str], log: Path, name: str | None = None, *args: str) -> subprocess.Popen:
+    """``prefect worker start`` for ``pool`` in the checkout, polling every 2 s, logging to
+    ``log``; ``args``: more of its options. Stop it with :func:`stop_process_group`."""
+    with open(log, "wb") as fh:
+        return subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", pool, "--name", name or f"{pool}-test", *args],
+            env={**env, "PREFECT_WORKER_QUERY_SECONDS": "2"},
+            cwd=REPO,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )

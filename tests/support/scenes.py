@@ -1,5 +1,6 @@
-"""Small drawn scenes for the propagator tests: a flat-coloured, outlined figure over a
-painted background, and a frame sequence that counts what was read."""
+"""Small drawn scenes: for the propagator tests a flat-coloured, outlined figure over a
+painted background and a frame sequence that counts what was read; for the shot
+detector's tests flat-colour "sets" to cut between."""
 
 from __future__ import annotations
 
@@ -35,8 +36,13 @@ def drawn_scene(height: int, width: int, centres: list[tuple[float, float]]) -> 
             if target is image:
                 cv2.ellipse(image, centre, (round(28 * s), round(45 * s)), 0, 0, 360, line, max(1, round(2 * s)))
                 cv2.circle(image, head, round(20 * s), line, max(1, round(2 * s)))
-                cv2.line(image, (centre[0] - round(20 * s), centre[1]), (centre[0] + round(20 * s), centre[1]),
-                         (250, 240, 90), max(1, round(4 * s)))
+                cv2.line(
+                    image,
+                    (centre[0] - round(20 * s), centre[1]),
+                    (centre[0] + round(20 * s), centre[1]),
+                    (250, 240, 90),
+                    max(1, round(4 * s)),
+                )
         frames.append(image)
         masks.append(mask > 0)
     return frames, np.stack(masks)
@@ -52,3 +58,24 @@ class CountingFrames(Sequence):
     def __getitem__(self, index):
         self.read.add(index)
         return self.frames[index]
+
+
+SHOT_SIZE = (90, 160)
+"""(height, width) of the shot detector's analysis frames in its tests."""
+
+
+def flat_set(seed: int, height: int = SHOT_SIZE[0], width: int = SHOT_SIZE[1]) -> np.ndarray:
+    """A flat-colour 'set': a few random rectangles with dark outlines, (height, width, 3) uint8 RGB."""
+    rng = np.random.default_rng(seed)
+    img = np.full((height, width, 3), rng.integers(40, 220, 3), np.uint8)
+    for _ in range(6):
+        x, y = rng.integers(0, width - 30), rng.integers(0, height - 20)
+        w, h = rng.integers(15, 60), rng.integers(10, 40)
+        img[y : y + h, x : x + w] = 0
+        img[y + 2 : y + h - 2, x + 2 : x + w - 2] = rng.integers(0, 255, 3)
+    return img
+
+
+def held(img: np.ndarray, n: int) -> list[np.ndarray]:
+    """``img`` shown for ``n`` frames."""
+    return [img] * n

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from celmask.tasks.trainset import composites as cp
 from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.synth import plan_episode, render_frames
+from celmask.tasks.trainset import composites as cp
 
 W, H = cp.IMAGE_SIZE
 
@@ -26,7 +26,9 @@ def _digest(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.suffix in (".jpg", ".txt", ".jsonl", ".png") and p.parent.name != "subsets"  # absolute paths
+        if p.is_file()
+        and p.suffix in (".jpg", ".txt", ".jsonl", ".png")
+        and p.parent.name != "subsets"  # absolute paths
     }
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from celmask.tasks.core.errors import CelmaskError
+from celmask.tasks.synth.seeding import child_rng
 from celmask.tasks.trainset import composites as cp
 from celmask.tasks.trainset import realart as ra
-from celmask.tasks.synth.seeding import child_rng
 
 W, H = cp.IMAGE_SIZE
 
@@ -30,15 +30,29 @@ def _art(root: Path) -> tuple[Path, Path]:
     """A title with five characters (one in two outfits) and two one-character sources;
     painted sets of four places."""
     cuts, sets = root / "cutouts", root / "backgrounds"
-    names = {"title": ["ann__ann_smile", "ann__ann_sad", "anncas__anncas_smile", "bo__bo_a", "bo__bo_b",
-                       "cy__cy_a", "dee__dee_a", "eve__eve_a"],
-             "solo": ["stand", "think"], "pair": ["x_1", "x_2"]}
+    names = {
+        "title": [
+            "ann__ann_smile",
+            "ann__ann_sad",
+            "anncas__anncas_smile",
+            "bo__bo_a",
+            "bo__bo_b",
+            "cy__cy_a",
+            "dee__dee_a",
+            "eve__eve_a",
+        ],
+        "solo": ["stand", "think"],
+        "pair": ["x_1", "x_2"],
+    }
     for source, stems in names.items():
         (cuts / source).mkdir(parents=True)
         for i, stem in enumerate(stems):
             cv2.imwrite(str(cuts / source / f"{stem}.png"), _bust(20 * i))
     rng = np.random.default_rng(0)
-    for source, stems in {"title": ["park_day", "park_night", "room", "street_a", "street_b"], "other": ["hall"]}.items():
+    for source, stems in {
+        "title": ["park_day", "park_night", "room", "street_a", "street_b"],
+        "other": ["hall"],
+    }.items():
         (sets / source).mkdir(parents=True)
         for stem in stems:
             cv2.imwrite(str(sets / source / f"{stem}.jpg"), rng.integers(0, 255, (300, 480, 3), np.uint8))
@@ -105,7 +119,9 @@ def test_a_background_too_small_is_refused(tmp_path):
 def _digest(root: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
-        if p.is_file() and p.suffix in (".jpg", ".txt", ".jsonl") and p.parent.name != "subsets":  # those list absolute paths
+        if (
+            p.is_file() and p.suffix in (".jpg", ".txt", ".jsonl") and p.parent.name != "subsets"
+        ):  # those list absolute paths
             h.update(p.relative_to(root).as_posix().encode() + p.read_bytes())
     return h.hexdigest()
 
@@ -127,8 +143,10 @@ def test_dataset_with_real_art_keeps_test_characters_out_of_training(tmp_path):
             assert fg.startswith("cutout:"), fg  # every test foreground is real ...
             assert test_chars[fg.split("/", 1)[1]] in splits["test"]["characters"]  # ... and a held-out character
     for r in (json.loads(x) for x in (root / "train.jsonl").read_text().splitlines()):
-        assert not any(fg.startswith("cutout:") and test_chars[fg.split("/", 1)[1]] in splits["test"]["characters"]
-                       for fg in r.get("foregrounds", []))
+        assert not any(
+            fg.startswith("cutout:") and test_chars[fg.split("/", 1)[1]] in splits["test"]["characters"]
+            for fg in r.get("foregrounds", [])
+        )
     # per-source scoring sets beside data.yaml, each an image list of its split
     subsets = sorted(p.name for p in root.glob("data-test-*.yaml"))
     assert subsets and all("empty" not in s for s in subsets)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from celmask.tasks.core.errors import VideoError
 from celmask.tasks.video import (
     DecodeIssue,
@@ -24,11 +25,11 @@ from celmask.tasks.video import (
 )
 from celmask.tasks.video import decoding as video_decode
 from celmask.tasks.video import probing as video_probe
-
 from tests.support.clips import CORRUPT_BYTES, get
 
-pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
-                                reason="ffmpeg/ffprobe not installed")
+pytestmark = pytest.mark.skipif(
+    shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None, reason="ffmpeg/ffprobe not installed"
+)
 
 REALCLIPS = Path(__file__).resolve().parents[3] / "shared" / "realclips"
 
@@ -36,8 +37,22 @@ REALCLIPS = Path(__file__).resolve().parents[3] / "shared" / "realclips"
 def ffprobe_times(path: Path) -> np.ndarray:
     """Reference: ffprobe's own decoded-frame timestamps minus the stream start time."""
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "frame=pts_time:stream=start_time",
-         "-of", "json", str(path)], capture_output=True, check=True, text=True).stdout
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=pts_time:stream=start_time",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
     data = json.loads(out)
     start = float(data["streams"][0].get("start_time", 0))
     return np.array([float(f["pts_time"]) for f in data["frames"]]) - start
@@ -53,8 +68,8 @@ def ffmpeg_children() -> list[tuple[int, str]]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        comm = stat[stat.index("(") + 1: stat.rindex(")")]
-        state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
         if int(ppid) == me and comm == "ffmpeg":
             found.append((int(entry), state))
     return found
@@ -192,13 +207,16 @@ def test_output_size():
         output_size(info, None, 2.5)
 
 
-@pytest.mark.parametrize("kwargs, shape", [
-    ({}, (180, 320, 3)),
-    ({"width": 160}, (90, 160, 3)),
-    ({"height": 45}, (45, 80, 3)),
-    ({"width": 64, "height": 64}, (64, 64, 3)),
-    ({"width": 160, "gray": True}, (90, 160)),
-])
+@pytest.mark.parametrize(
+    "kwargs, shape",
+    [
+        ({}, (180, 320, 3)),
+        ({"width": 160}, (90, 160, 3)),
+        ({"height": 45}, (45, 80, 3)),
+        ({"width": 64, "height": 64}, (64, 64, 3)),
+        ({"width": 160, "gray": True}, (90, 160)),
+    ],
+)
 def test_iter_frames_sizes_and_layout(clip, kwargs, shape):
     frames = list(iter_frames(clip("cfr.mp4"), **kwargs))
     assert len(frames) == 72
@@ -233,14 +251,17 @@ def test_vfr_times_are_the_streams_own(clip):
     assert np.allclose(times, expected_ms / 1000, atol=1e-9)
 
 
-@pytest.mark.parametrize("name, starts", [
-    ("gop.mp4", [1, 47, 48, 49, 123, 199]),
-    ("longgop.mp4", [137, 249, 250, 290]),
-    ("vfr.mp4", [3, 21, 36, 49]),
-    ("hevc.mkv", [23, 24, 25, 50]),
-    ("edit.mp4", [5, 37, 99]),   # MP4 edit list
-    ("ts.ts", [60, 197]),        # MPEG-TS: decoded from the start (its seeks are not keyframe-exact)
-])
+@pytest.mark.parametrize(
+    "name, starts",
+    [
+        ("gop.mp4", [1, 47, 48, 49, 123, 199]),
+        ("longgop.mp4", [137, 249, 250, 290]),
+        ("vfr.mp4", [3, 21, 36, 49]),
+        ("hevc.mkv", [23, 24, 25, 50]),
+        ("edit.mp4", [5, 37, 99]),  # MP4 edit list
+        ("ts.ts", [60, 197]),  # MPEG-TS: decoded from the start (its seeks are not keyframe-exact)
+    ],
+)
 def test_range_decode_equals_slice_of_full_decode(clip, name, starts):
     path = clip(name)
     full = list(iter_frames(path, width=64, height=48))
@@ -255,14 +276,30 @@ def test_range_decode_equals_slice_of_full_decode(clip, name, starts):
             for g, w in zip(got, want):
                 assert np.array_equal(g.image, w.image), (start, end, g.index)
     # times computed on demand when not given
-    assert [f.index for f in iter_frames(path, width=16, start=starts[-1], end=starts[-1] + 2)] == \
-        list(range(starts[-1], min(starts[-1] + 2, len(times))))
+    assert [f.index for f in iter_frames(path, width=16, start=starts[-1], end=starts[-1] + 2)] == list(
+        range(starts[-1], min(starts[-1] + 2, len(times)))
+    )
 
 
 def test_nonzero_start_time_and_edit_list(clip):
     ts = probe(clip("ts.ts"))
-    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=start_time",
-                          "-of", "csv=p=0", str(clip("ts.ts"))], capture_output=True, check=True, text=True).stdout
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=start_time",
+            "-of",
+            "csv=p=0",
+            str(clip("ts.ts")),
+        ],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
     assert ts.start_time == pytest.approx(float(out.split()[0]), abs=1e-6) and ts.start_time > 1.0
     assert frame_times(clip("ts.ts"))[0] == 0.0 and next(iter_frames(clip("ts.ts"), width=16)).time == 0.0
     edit = probe(clip("edit.mp4"))
@@ -316,19 +353,22 @@ def test_early_close_kills_ffmpeg(clip):
 # --------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("name, problem", [
-    ("does_not_exist.mp4", "does not exist"),
-    ("a_folder", "directory"),
-    ("empty.mp4", "empty"),
-    ("notes.txt", "not a video"),
-    ("notes.mp4", "not a video"),
-    ("still.png", "still image"),
-    ("still.gif", "still image"),
-    ("audio.m4a", "no video stream"),
-    ("zero.mkv", "no frames"),
-    ("cut_moov.mp4", "truncated"),
-    ("cut_fast.mp4", "truncated"),
-])
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        ("does_not_exist.mp4", "does not exist"),
+        ("a_folder", "directory"),
+        ("empty.mp4", "empty"),
+        ("notes.txt", "not a video"),
+        ("notes.mp4", "not a video"),
+        ("still.png", "still image"),
+        ("still.gif", "still image"),
+        ("audio.m4a", "no video stream"),
+        ("zero.mkv", "no frames"),
+        ("cut_moov.mp4", "truncated"),
+        ("cut_fast.mp4", "truncated"),
+    ],
+)
 def test_bad_input_raises_one_line_video_error(clip, name, problem):
     path = clip(name) if name != "does_not_exist.mp4" else get("cfr.mp4").parent / name
     for call in (probe, lambda p: iter_frames(p, width=32), frame_times):
@@ -368,8 +408,23 @@ def test_truncated_file_found_while_decoding(clip, monkeypatch):
 def test_corrupt_middle_yields_all_frames_and_reports_issue(clip, caplog):
     src, path = clip("corrupt_src.mp4"), clip("corrupt.mp4")
     # presentation indices of the frames whose packets the garbage overwrote
-    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts,pos,size",
-                          "-of", "json", str(src)], capture_output=True, check=True, text=True).stdout
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts,pos,size",
+            "-of",
+            "json",
+            str(src),
+        ],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
     packets = json.loads(out)["packets"]
     order = sorted(int(p["pts"]) for p in packets)
     lo, hi = src.stat().st_size // 2, src.stat().st_size // 2 + CORRUPT_BYTES
