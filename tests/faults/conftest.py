@@ -3,13 +3,13 @@ environment for ``celmask`` subprocesses."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.support.finished import Finished, finished_episode
+from tests.support.prefect_server import command_env
 
 
 @pytest.fixture(scope="session")
@@ -26,12 +26,5 @@ def out(finished, tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def env(tmp_path_factory) -> dict[str, str]:
-    """Subprocess environment: its own PREFECT_HOME, none of the caller's Prefect settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(tmp_path_factory.mktemp("prefect_home")),
-        DO_NOT_TRACK="1",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        YOLO_OFFLINE="1",
-    )
-    return env
+    """Subprocess environment (tests/support/prefect_server.command_env), one for the session."""
+    return command_env(tmp_path_factory.mktemp("prefect_home"))

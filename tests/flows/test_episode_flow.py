@@ -29,6 +29,7 @@ from celmask.flows.progress import EpisodeProgress
 from celmask.tasks.core.errors import CelmaskError, ShotsFailed, TransientError, VideoError, is_transient
 from celmask.tasks.manifest.schema import read_episode_table, read_shot_meta
 from celmask.tasks.run.shot import Faults
+from tests.support.prefect_server import command_env
 
 CELMASK = str(Path(sys.executable).with_name("celmask"))
 SETTINGS = ("--set", "work_size=480")
@@ -58,15 +59,8 @@ class Run:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> dict[str, str]:
-    """Every command's environment: one fresh PREFECT_HOME, no Prefect settings of the caller's."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(tmp_path_factory.mktemp("prefect_home")),
-        DO_NOT_TRACK="1",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        YOLO_OFFLINE="1",
-    )
-    return env
+    """Every command's environment: one fresh PREFECT_HOME per module (command_env)."""
+    return command_env(tmp_path_factory.mktemp("prefect_home"))
 
 
 @pytest.fixture(scope="module")

@@ -30,15 +30,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_env(home: Path, api_url: str | None = None) -> dict[str, str]:
+def command_env(home: Path) -> dict[str, str]:
+    """A command's environment: its own PREFECT_HOME, none of the caller's Prefect
+    settings, no analytics, ultralytics offline."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(home),
-        DO_NOT_TRACK="1",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
-        PREFECT_LOGGING_LEVEL="WARNING",
-    )
+    env.update(PREFECT_HOME=str(home), DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false", YOLO_OFFLINE="1")
+    return env
+
+
+def server_env(home: Path, api_url: str | None = None) -> dict[str, str]:
+    env = command_env(home)
+    env.update(PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2", PREFECT_LOGGING_LEVEL="WARNING")
     if api_url:
         env["PREFECT_API_URL"] = api_url
     return env
