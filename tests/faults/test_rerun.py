@@ -78,7 +78,8 @@ def test_ctrl_c_during_a_rerun_leaves_a_plainly_incomplete_episode(finished, out
     plan = load_plan(episode)
     summary = summary_path(episode, 1)
     command = subprocess.Popen(
-        [CELMASK, "rerun", str(episode), "--shot", "1", "--set", "refiner=none"],
+        # detection at 1280 px keeps the recompute busy for seconds, so the interrupt lands inside it
+        [CELMASK, "rerun", str(episode), "--shot", "1", "--set", "refiner=none", "--set", "detector.imgsz=1280"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -88,7 +89,7 @@ def test_ctrl_c_during_a_rerun_leaves_a_plainly_incomplete_episode(finished, out
     while summary.exists() and command.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # the shot withdraws the claims as its recompute starts
     assert command.poll() is None and not summary.exists(), "the rerun never started recomputing"
-    time.sleep(0.5)
+    time.sleep(0.2)
     command.send_signal(signal.SIGINT)
     stdout, stderr = command.communicate(timeout=120)
     assert command.returncode == 130, stderr[-4000:]
