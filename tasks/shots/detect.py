@@ -531,6 +531,8 @@ class ShotDetector:
             lo, _, prev_kind = self._gradual.pop()
             kind = "fade" if "fade" in (kind, prev_kind) else kind
         self._gradual.append((lo, hi, kind))
+        if kind == "dissolve" and self._learned is not None:
+            self._learned.request(lo, hi - 1)  # a dissolve needs the model's agreement: a wipe can look like one
 
     def _classify(self, t: int, last: int) -> _Candidate | None:
         """What the rules make of the change at ``t`` (None: too small to matter).
@@ -685,7 +687,8 @@ def fuse(
     when the model is sure (``learned_return``) of a cut both on the way in and on the
     way out, as at a short insert; otherwise something passed in front of the camera
     and nothing inside is a cut, nor a blend it overlaps (a wipe half way looks like
-    one). A cut across a persisting picture or in a burst needs ``learned_keep``; a
+    one). A dissolve, a cut across a persisting picture and a cut in a burst need
+    ``learned_keep`` somewhere in their span (a fade passes through black: it stands); a
     weak change becomes a cut at ``learned_add``, any other change (read on every
     frame) at ``learned_confident``, but none next to a flash or inside a blend.
     """
@@ -709,7 +712,12 @@ def fuse(
         ways = [[t for t in members if t < middle], [t for t in members if t >= middle]]
         if not all(way and sure(score(way), cfg.learned_return) for way in ways):
             occlusions.append((first, back + cfg.flash_window))
-    blends = [g for g in gradual if not any(g[0] <= hi and lo < g[1] for lo, hi in occlusions)]
+    blends = [
+        (lo, hi, kind)
+        for lo, hi, kind in gradual
+        if not any(lo <= end and start < hi for start, end in occlusions)
+        and (kind != "dissolve" or sure(score(list(range(lo + 1, hi + 1))), cfg.learned_keep))
+    ]
     # The model also fires along fades and dissolves and next to flashes: the rules' own
     # finds there; it adds no cut of its own near them.
     k = cfg.flash_window

@@ -244,7 +244,7 @@ def test_report_renders_in_chromium(episode, copy, tmp_path):
     assert page["shots"] == [f"shot-{s.shot.index}" for s in summaries]
     assert [i["src"] for i in page["images"]] == [f"thumbs/shot_{s.shot.index:04d}.jpg" for s in summaries]
     assert all(i["loaded"] and i["lazy"] == "lazy" and i["height"] == 108 for i in page["images"]), page["images"]
-    assert page["previews"] == [f"../exports/preview/shot_{s.shot.index:04d}.mp4" for s in summaries]
+    assert page["previews"] == [f"../_exports/preview/shot_{s.shot.index:04d}.mp4" for s in summaries]
     assert all((index.parent / href).is_file() for href in page["previews"])
     assert page["keyframeRows"] == len(summaries) + sum(len(s.keyframes) for s in summaries)
     assert visible_when_filtered == page["flagged"]

@@ -133,6 +133,14 @@ def test_fusion_on_doubts_weak_changes_flashes_and_fades():
     assert [t for t, _ in fuse(cands, [], [], np.full(300, np.nan, np.float32), cfg)[0]] == [50, 80, 240]
 
 
+def test_a_dissolve_needs_the_model_a_fade_does_not():
+    cfg = ShotConfig()
+    gradual = [(100, 120, "dissolve"), (200, 230, "fade"), (300, 320, "dissolve")]
+    kept = fuse([], [], gradual, probability(400, f110=0.8), cfg)[1]
+    assert kept == [(100, 120, "dissolve"), (200, 230, "fade")]  # the second dissolve was a wipe to the model
+    assert fuse([], [], gradual, None, cfg)[1] == gradual
+
+
 def test_blends_inside_a_vetoed_cover_go_with_it():
     cfg = ShotConfig()
     cuts, blends = fuse(
