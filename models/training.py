@@ -105,8 +105,13 @@ def train_detector(
         if not last.is_file():
             raise CelmaskError(last, "no checkpoint to resume from", "start the run without --resume")
         yolo = YOLO(str(last))
+        if yolo.ckpt.get("epoch", -1) < 0 or yolo.ckpt.get("optimizer") is None:
+            # ultralytics strips epoch and optimizer from last.pt once its epochs are done:
+            # the run was stopped in its final evaluation, so there is nothing left to train
+            # (and resuming would start a new run on ultralytics' default dataset)
+            return _best(run_dir)
         yolo.train(resume=True)
-        return _best(yolo, run_dir)
+        return _best(run_dir)
     shutil.rmtree(run_dir, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -131,13 +136,13 @@ def train_detector(
         name=RUN_NAME,
         exist_ok=True,
     )
-    return _best(yolo, run_dir)
+    return _best(run_dir)
 
 
-def _best(yolo, run_dir: Path) -> Path:
-    best = Path(yolo.trainer.best)
+def _best(run_dir: Path) -> Path:
+    best = run_dir / "weights" / "best.pt"
     if not best.is_file():  # ultralytics writes best.pt at the first epoch; keep last.pt as a fallback
-        best = Path(yolo.trainer.last)
+        best = run_dir / "weights" / "last.pt"
     if not best.is_file():
         raise RuntimeError(f"training finished without weights in {run_dir / 'weights'}")
     return best
