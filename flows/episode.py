@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import re
 import threading
 import time
+from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -131,18 +133,25 @@ def shot_task(
     gpu_limit: str | None = None,
     force: bool = False,
 ) -> ShotOutcome:
-    """One shot, holding a slot of the ``gpu_limit`` global concurrency limit while it works."""
+    """One shot, holding a slot of the ``gpu_limit`` global concurrency limit while its
+    models are built and run (a shot found done takes none)."""
     injected = Faults.from_dict(faults)
     # A transient fault passes on a task retry; bad input only on a new run of the flow.
     attempt = task_run.run_count if injected.transient else flow_run.run_count
-    with _local_slot.get() or contextlib.nullcontext(), _gpu_slot(gpu_limit):
-        outcome = run_shot(video, shot, episode_dir, settings, force=force, faults=injected, attempt=attempt)
+    slot = functools.partial(_compute_slot, gpu_limit)
+    outcome = run_shot(video, shot, episode_dir, settings, force=force, faults=injected, attempt=attempt, slot=slot)
     _publish_shot(Path(episode_dir), outcome)
     return outcome
 
 
 _local_slot: ContextVar[threading.BoundedSemaphore | None] = ContextVar("celmask_local_slot", default=None)
 """Shots segmenting at once in this process (embedded runs); see :func:`_run_local`."""
+
+
+@contextlib.contextmanager
+def _compute_slot(gpu_limit: str | None) -> Iterator[None]:
+    with _local_slot.get() or contextlib.nullcontext(), _gpu_slot(gpu_limit):
+        yield
 
 
 def _gpu_slot(name: str | None):

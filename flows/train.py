@@ -29,8 +29,8 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from celmask.models.detectors.yolo import file_sha256
 from celmask.models.training import DEFAULT_MODEL, evaluate_detector, train_detector
+from celmask.models.weights import file_sha256
 from celmask.tasks.trainset.composites import build_dataset
 
 build_dataset_task = task(build_dataset, name="build-dataset")

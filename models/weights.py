@@ -31,7 +31,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from celmask.models.detectors.yolo import file_sha256
 from celmask.tasks.core.errors import CelmaskError
 
 WEIGHTS_DIR_ENV = "CELMASK_WEIGHTS_DIR"
@@ -251,6 +250,14 @@ def check_torch_file(path: Path) -> None:
         raise CelmaskError(path, "is not a PyTorch checkpoint", "pass a .pt/.pth weights file")
 
 
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def cached_sha256(path: Path, *, cache_dir: str | os.PathLike | None = None, fresh: bool = False) -> str:
     """SHA-256 of ``path``, remembered per (path, size, mtime) in the cache directory,
     so a multi-GB checkpoint is read once, not at every run. ``fresh``: read it anyway
@@ -269,6 +276,16 @@ def cached_sha256(path: Path, *, cache_dir: str | os.PathLike | None = None, fre
 def weights_id(path: Path, *, cache_dir: str | os.PathLike | None = None) -> str:
     """``<file name>@sha256:<hex>``: what the manifest records as the weights used."""
     return f"{path.name}@sha256:{cached_sha256(path, cache_dir=cache_dir)}"
+
+
+def model_id(kind: str, weights: Path | None = None, *, version: str | None = None) -> str:
+    """What the manifest records as the model of a stage, one recipe for every backend:
+    ``<kind>:<file>@sha256:<hex>`` for a model with weights, ``<kind>:<version>`` for one
+    without (or with random weights). It depends on the settings and the weight files
+    only, so a finished shot is recognised without building its models."""
+    if (weights is None) == (version is None):
+        raise ValueError("model_id needs weights or a version, not both")
+    return f"{kind}:{weights_id(weights)}" if weights is not None else f"{kind}:{version}"
 
 
 def _read_hashes(record: Path) -> dict[str, list]:

@@ -31,6 +31,14 @@ def manifest_episode(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def finished(tmp_path_factory):
+    """A small episode segmented and finished without Prefect (tests/support/finished.py), once per session."""
+    from tests.support.finished import finished_episode
+
+    return finished_episode(tmp_path_factory.mktemp("finished"))
+
+
+@pytest.fixture(scope="session")
 def clip(tmp_path_factory):
     """``clip(name)``: path of a small test clip (tests/support/clips.py), built on first use."""
     from tests.support import clips

@@ -15,7 +15,6 @@ per frame, masks at the frame's own resolution. Two backends:
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
+from celmask.models.weights import model_id
 from celmask.tasks.core.errors import CelmaskError, TransientError, first_line, is_out_of_memory
 from celmask.tasks.core.instances import Instances
 from celmask.tasks.core.types import Frame
@@ -36,14 +36,6 @@ class Detector(Protocol):
     def detect(self, frames: Sequence[Frame]) -> list[Instances]:
         """One Instances per frame, in order, masks at the frame's resolution."""
         ...
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def auto_device() -> str:
@@ -76,6 +68,15 @@ class YoloConfig:
             raise ValueError(f"detector conf and iou must be in [0, 1], got {self.conf}, {self.iou}")
         if self.imgsz < 32 or self.batch < 1:
             raise ValueError(f"detector imgsz must be >= 32 and batch >= 1, got {self.imgsz}, {self.batch}")
+
+
+def yolo_model_id(weights: Path) -> str:
+    """The id of a :class:`YoloDetector` on ``weights`` (a model ``.yaml``: random weights)."""
+    return (
+        model_id("yolo", version=f"{weights.name}@random-init")
+        if weights.suffix == ".yaml"
+        else model_id("yolo", weights)
+    )
 
 
 class YoloDetector:
@@ -113,8 +114,7 @@ class YoloDetector:
         self.config = config
         self.device = auto_device() if config.device == "auto" else config.device
         self.half = self.device.startswith("cuda") if config.half is None else config.half
-        checksum = file_sha256(weights) if weights.suffix != ".yaml" else "random-init"
-        self.model_id = f"yolo:{weights.name}@sha256:{checksum}"
+        self.model_id = yolo_model_id(weights)
         self._batch = config.batch
 
     def detect(self, frames: Sequence[Frame]) -> list[Instances]:
@@ -208,7 +208,7 @@ class FileDetector:
                 self.path, f"lacks the columns {missing}", f"a detections file needs {list(self.COLUMNS)}"
             )
         self.labels = list(labels)
-        self.model_id = f"file:{self.path.name}@sha256:{file_sha256(self.path)}"
+        self.model_id = model_id("file", self.path)
 
     def detect(self, frames: Sequence[Frame]) -> list[Instances]:
         import pyarrow.parquet as pq

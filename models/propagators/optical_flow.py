@@ -44,6 +44,7 @@ import cv2
 import numpy as np
 
 from celmask.models.propagators.base import Guide
+from celmask.models.weights import model_id
 from celmask.tasks.core.config import NON_NEGATIVE, SHARE, OneOf, Range, check_rules
 from celmask.tasks.core.masks import mask_iou
 
@@ -112,12 +113,17 @@ class _Track:
     """The object's last move (dx, dy) in frame pixels."""
 
 
+def flow_model_id(config: OpticalFlowConfig) -> str:
+    """The id of an :class:`OpticalFlowPropagator` with ``config``: DIS at its preset."""
+    return model_id("flow", version=f"dis-{config.preset}")
+
+
 class OpticalFlowPropagator:
     """Masks carried by DIS optical flow, fused with the frame's agreeing detections."""
 
     def __init__(self, config: OpticalFlowConfig = OpticalFlowConfig()) -> None:
         self.config = config
-        self.model_id = f"flow:dis-{config.preset}"
+        self.model_id = flow_model_id(config)
 
     def propagate(
         self, frames: Sequence[np.ndarray], masks: np.ndarray, guides: Sequence[Guide | None] | None = None

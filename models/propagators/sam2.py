@@ -34,7 +34,7 @@ import numpy as np
 from celmask.models.detectors.yolo import auto_device
 from celmask.models.propagators.base import Guide
 from celmask.models.propagators.optical_flow import check_inputs
-from celmask.models.weights import SAM2_WEIGHTS, resolve_weights, split_pin, weights_id
+from celmask.models.weights import SAM2_WEIGHTS, model_id, resolve_weights, split_pin
 from celmask.tasks.core.errors import CelmaskError, first_line
 from celmask.tasks.core.masks import mask_iou
 
@@ -71,14 +71,8 @@ class Sam2Propagator:
         """``weights``: a path, or an ultralytics file name (``sam2.1_b.pt``) looked for
         where :func:`~celmask.models.weights.resolve_weights` looks, pinned to its
         SHA-256 (``@sha256:HEX``: ultralytics publishes none); never downloaded unless asked."""
-        path = resolve_weights(
-            weights,
-            SAM2_WEIGHTS.get(Path(split_pin(weights)[0]).stem),
-            env_var=SAM2_CHECKPOINT_ENV,
-            key="propagator.weights",
-            pinned=True,
-        )
-        self._setup(_load(path), f"sam2:{weights_id(path)}", device, imgsz, agree_iou, confidence_decay)
+        path = sam2_weights(weights)
+        self._setup(_load(path), model_id("sam2", path), device, imgsz, agree_iou, confidence_decay)
 
     @classmethod
     def from_model(
@@ -202,6 +196,17 @@ class Sam2Propagator:
         logits = F.interpolate(picture, size=(height, width), mode="bilinear", align_corners=False)[0]
         winner = logits.argmax(0, keepdim=True) == torch.arange(len(logits), device=logits.device)[:, None, None]
         return ((logits > 0) & winner).cpu().numpy()
+
+
+def sam2_weights(weights: str | os.PathLike) -> Path:
+    """The SAM 2 file ``weights`` names (see :class:`Sam2Propagator`), found and checked against its pin."""
+    return resolve_weights(
+        weights,
+        SAM2_WEIGHTS.get(Path(split_pin(weights)[0]).stem),
+        env_var=SAM2_CHECKPOINT_ENV,
+        key="propagator.weights",
+        pinned=True,
+    )
 
 
 def _load(path: Path) -> SAM2Model:

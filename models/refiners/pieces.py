@@ -23,8 +23,8 @@ from typing import Annotated
 import cv2
 import numpy as np
 
+from celmask.models.weights import model_id
 from celmask.tasks.core.config import NON_NEGATIVE, POSITIVE, Range, check_rules
-from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.core.instances import Instances
 from celmask.tasks.core.masks import accept_refinement
 
@@ -151,29 +151,25 @@ def snap_mask(mask: np.ndarray, pieces: Pieces, config: PiecesConfig, cover: np.
     return window, kept | outline | (inside & ~drop[labels])
 
 
+PIECES_MODEL_ID = model_id("pieces", version="v1")
+"""The id of :class:`PiecesRefiner`: a version, as it has no weights; bump it when its output changes."""
+
+
 class PiecesRefiner:
     """:class:`~celmask.models.refiners.base.Refiner` on the frame's own flat-colour pieces; no weights."""
 
     def __init__(self, config: PiecesConfig | None = None) -> None:
         self.config = config or PiecesConfig()
-        self.model_id = "pieces:v1"
+        self.model_id = PIECES_MODEL_ID
 
     def refine(self, images: Sequence[np.ndarray], instances: Sequence[Instances]) -> list[Instances]:
         if len(images) != len(instances):
-            raise CelmaskError(
-                "pieces refiner",
-                f"got {len(images)} images but {len(instances)} Instances",
-                "pass one Instances per image",
-            )
+            raise ValueError(f"refine needs one Instances per image, got {len(images)} images and {len(instances)}")
         return [self._refine_frame(image, inst) for image, inst in zip(images, instances)]
 
     def _refine_frame(self, image: np.ndarray, inst: Instances) -> Instances:
         if image.shape != (*inst.size, 3) or image.dtype != np.uint8:
-            raise CelmaskError(
-                "pieces refiner",
-                f"image is {image.dtype} {image.shape} but its Instances are {inst.size}",
-                "pass RGB uint8 frames at the masks' resolution",
-            )
+            raise ValueError(f"image is {image.dtype} {image.shape}; its instances need RGB uint8 at {inst.size}")
         refined = np.zeros(len(inst), bool)
         masks = inst.mask.copy()
         if inst.mask.any():

@@ -22,13 +22,14 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import cv2
 import numpy as np
 
 from celmask.models.detectors.yolo import auto_device
-from celmask.models.weights import SAM_WEIGHTS, resolve_weights, weights_id
+from celmask.models.weights import SAM_WEIGHTS, model_id, resolve_weights, weights_id
 from celmask.tasks.core.errors import CelmaskError, first_line
 from celmask.tasks.core.instances import Instances, mask_boxes
 from celmask.tasks.core.masks import accept_refinement
@@ -61,18 +62,7 @@ def load_sam(
     import torch
     from segment_anything import sam_model_registry
 
-    if model_type not in sam_model_registry:
-        raise CelmaskError(
-            model_type, "is not a SAM model type", f"set refiner.model to one of {sorted(sam_model_registry)}"
-        )
-    path = resolve_weights(
-        checkpoint,
-        SAM_WEIGHTS.get(model_type),
-        env_var=SAM_CHECKPOINT_ENV,
-        cache_dir=cache_dir,
-        download=download,
-        key="refiner.checkpoint",
-    )
+    path = sam_weights(model_type, checkpoint, cache_dir=cache_dir, download=download)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and torch raise many kinds for a bad file
@@ -109,7 +99,35 @@ def load_sam(
             f"does not fit SAM {model_type} ({first_line(error)})",
             "pass the checkpoint of the model type set in refiner.model",
         ) from error
-    return sam.eval(), f"{model_type}:{weights_id(path, cache_dir=cache_dir)}"
+    return sam.eval(), _weights_name(model_type, path, cache_dir)
+
+
+def sam_weights(
+    model_type: str,
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    download: bool | None = None,
+) -> Path:
+    """The checkpoint :func:`load_sam` loads for these arguments, found and verified, not read."""
+    from segment_anything import sam_model_registry
+
+    if model_type not in sam_model_registry:
+        raise CelmaskError(
+            model_type, "is not a SAM model type", f"set refiner.model to one of {sorted(sam_model_registry)}"
+        )
+    return resolve_weights(
+        checkpoint,
+        SAM_WEIGHTS.get(model_type),
+        env_var=SAM_CHECKPOINT_ENV,
+        cache_dir=cache_dir,
+        download=download,
+        key="refiner.checkpoint",
+    )
+
+
+def _weights_name(model_type: str, path: Path, cache_dir: str | os.PathLike | None) -> str:
+    return f"{model_type}:{weights_id(path, cache_dir=cache_dir)}"
 
 
 def sam_device(device: str = "auto") -> str:
@@ -167,7 +185,15 @@ class _SamBacked(ABC):
     def __init__(self, sam: Sam, *, weights: str = "random-init", device: str = "auto") -> None:
         self.device = sam_device(device)
         self.sam = sam.to(self.device).eval()
-        self.model_id = f"{self.kind}:{weights}"
+        self.model_id = model_id(self.kind, version=weights)
+
+    @classmethod
+    def model_id_for(
+        cls, model_type: str = "vit_b", checkpoint: str | os.PathLike | None = None, *, download: bool | None = None
+    ) -> str:
+        """The id :meth:`from_checkpoint` gives, from the checkpoint file alone (no model built)."""
+        path = sam_weights(model_type, checkpoint, download=download)
+        return model_id(cls.kind, version=_weights_name(model_type, path, None))
 
     @classmethod
     def from_checkpoint(

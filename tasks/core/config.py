@@ -21,7 +21,7 @@ settings dataclass checks them as it is built (:func:`check_rules`), so a bad va
 instead of a crash mid-run or, for ``nan``, silently different masks; ``celmask
 config`` shows each rule. A float is always finite, rule or not.
 
-:func:`config_hash` is the content key for caches and the manifest: the same
+:func:`config_hash` is the content key the manifest records: the same
 settings give the same hash, whatever file or flags they came from.
 """
 

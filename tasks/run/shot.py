@@ -2,7 +2,7 @@
 manifest already holds exactly that result.
 
 The cache key is content, never paths: the video's fingerprint, the shot's frame
-range, the settings' hash and every model's weight checksum. The shot file carries
+range, the settings (but where the model files are) and every model's weight checksum. The shot file carries
 all four in its metadata, and ``_run/shot_NNNN.json`` beside the plan carries the
 shot's summary (keyframe scores, timings), so a second run of a finished episode
 reads two small files per shot and loads no frames; a changed setting or new weights
@@ -12,22 +12,26 @@ the episode flow: both see the same output directory.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import socket
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from celmask.models.detectors.yolo import auto_device
 from celmask.tasks.core.atomic import remove_durably, write_atomic
-from celmask.tasks.core.config import apply, config_hash
+from celmask.tasks.core.config import apply, config_json
 from celmask.tasks.core.errors import CelmaskError, TransientError
 from celmask.tasks.core.types import Shot
 from celmask.tasks.manifest.layout import episode_table, shot_path, success_path, summary_path
 from celmask.tasks.manifest.schema import ShotSummary, read_shot_meta
 from celmask.tasks.segment.config import SegmentConfig
-from celmask.tasks.segment.model_sets import lend_models
+from celmask.tasks.segment.model_sets import lend_models, model_ids
 from celmask.tasks.segment.shot import segment_shot
 from celmask.tasks.video import probe
 
@@ -115,10 +119,26 @@ def _write_summary(episode_dir: Path, summary: ShotSummary) -> None:
     write_atomic(path, (json.dumps(summary.to_dict(), sort_keys=True) + "\n").encode())
 
 
+FILE_SETTINGS = frozenset({"detector.weights", "detector.path", "propagator.weights", "refiner.checkpoint"})
+"""Settings that say where a model's file is. The model ids carry the files' content,
+so these stay out of the cache key: moved weights are no reason to recompute."""
+
+
+def settings_key(config: SegmentConfig) -> str:
+    """The settings part of the cache key: every setting but :data:`FILE_SETTINGS`."""
+    return _settings_key(config_json(config))
+
+
+def _settings_key(recorded_json: str) -> str:
+    settings = {k: v for k, v in json.loads(recorded_json).items() if k not in FILE_SETTINGS}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
 def cached_summary(
-    episode_dir: Path, shot: Shot, fingerprint: str, settings_hash: str, model_ids: dict[str, str]
+    episode_dir: Path, shot: Shot, fingerprint: str, settings: str, model_ids: dict[str, str]
 ) -> ShotSummary | None:
-    """The summary of ``shot`` when its file was written from this content, else None."""
+    """The summary of ``shot`` when its file was written from this content (``settings``:
+    :func:`settings_key`), else None."""
     summary = read_summary(episode_dir, shot)
     path = shot_path(episode_dir, shot.index)
     if summary is None or summary.status != "ok" or not path.exists():
@@ -131,7 +151,7 @@ def cached_summary(
         meta.episode_id == episode_dir.name
         and meta.video_fingerprint == fingerprint
         and (meta.shot.start, meta.shot.end) == (shot.start, shot.end)
-        and meta.config_hash == settings_hash
+        and _settings_key(meta.config_json) == settings
         and meta.models == model_ids
     )
     return summary if same else None
@@ -155,11 +175,13 @@ def run_shot(
     force: bool = False,
     faults: Faults = Faults(),
     attempt: int = 1,
+    slot: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> ShotOutcome:
     """Segment ``shot`` of ``video`` with ``settings`` (flat dotted keys) into
     ``episode_dir``'s manifest, or return the recorded result when the content key
     matches (``force``: recompute anyway). ``faults`` fail it on purpose on its
-    ``attempt``. Leaves the shot's contact sheet beside its summary.
+    ``attempt``. Leaves the shot's contact sheet beside its summary. ``slot`` is held
+    only while models are built and run (a GPU slot): a shot found done takes none.
 
     The claims go first (:func:`withdraw_claims`), the shot file is replaced only by a
     complete new one, so a failure never costs the previous good file; it records a
@@ -172,11 +194,11 @@ def run_shot(
     info = probe(video)
     try:
         faults.check(shot.index, attempt)
-        with lend_models(config) as models:
-            if not force:
-                summary = cached_summary(episode_dir, shot, info.fingerprint, config_hash(config), models.ids)
-                if summary is not None:
-                    return ShotOutcome(summary, cached=True)
+        if not force:
+            summary = cached_summary(episode_dir, shot, info.fingerprint, settings_key(config), model_ids(config))
+            if summary is not None:
+                return ShotOutcome(summary, cached=True)
+        with slot(), lend_models(config) as models:
             withdraw_claims(episode_dir, shot.index)
             seg = segment_shot(video, shot, config, models=models)
         summary = write_shot(episode_dir, seg, config, info.fingerprint)

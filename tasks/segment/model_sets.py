@@ -13,14 +13,16 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import celmask.models
-from celmask.models.detectors.yolo import Detector, FileDetector, YoloConfig, YoloDetector
+from celmask.models.detectors.yolo import Detector, FileDetector, YoloConfig, YoloDetector, yolo_model_id
 from celmask.models.propagators.base import Propagator
 from celmask.models.refiners.base import Refiner
+from celmask.models.weights import model_id
 from celmask.tasks.core.config import flatten
 from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.segment.config import SegmentConfig
@@ -54,35 +56,51 @@ _IDLE: dict[str, list[Models]] = {}
 _IDLE_LOCK = threading.Lock()
 
 
-def _detector(config: SegmentConfig) -> Detector:
+@dataclass(frozen=True)
+class _Planned:
+    """A model the settings name, before it is built: its id comes from the settings and
+    the weight files, so a finished shot is recognised without loading weights."""
+
+    model_id: str
+    build: Callable[[], Any]
+
+
+def _detector(config: SegmentConfig) -> _Planned:
     if config.detector == "file":
         if not config.detector_path:
             raise CelmaskError(
                 "detector.path", "detector=file needs a Parquet file of detections", "pass --set detector.path=FILE"
             )
-        return FileDetector(config.detector_path)
-    weights = str(BUILTIN_DETECTOR) if config.detector_weights == "builtin" else config.detector_weights
-    return YoloDetector(
-        YoloConfig(
-            weights=weights,
-            imgsz=config.detector_imgsz,
-            conf=config.detector_conf,
-            iou=config.detector_iou,
-            classes=config.detector_classes,
-            batch=config.detector_batch,
-            device=config.device,
-        )
+        path = Path(config.detector_path)
+        if not path.is_file():
+            raise CelmaskError(path, "detections file not found", "pass a Parquet file (detector.path)")
+        return _Planned(model_id("file", path), lambda: FileDetector(path))
+    weights = BUILTIN_DETECTOR if config.detector_weights == "builtin" else Path(config.detector_weights)
+    if weights.suffix != ".yaml" and not weights.is_file():
+        return _Planned("", lambda: YoloDetector(_yolo_config(config, weights)))  # fails with its one line
+    return _Planned(yolo_model_id(weights), lambda: YoloDetector(_yolo_config(config, weights)))
+
+
+def _yolo_config(config: SegmentConfig, weights: Path) -> YoloConfig:
+    return YoloConfig(
+        weights=str(weights),
+        imgsz=config.detector_imgsz,
+        conf=config.detector_conf,
+        iou=config.detector_iou,
+        classes=config.detector_classes,
+        batch=config.detector_batch,
+        device=config.device,
     )
 
 
-def _propagator(config: SegmentConfig) -> Propagator | None:
+def _propagator(config: SegmentConfig) -> _Planned | None:
     if config.propagator == "none":
         return None
     if config.propagator == "flow":
-        from celmask.models.propagators.optical_flow import OpticalFlowPropagator
+        from celmask.models.propagators.optical_flow import OpticalFlowPropagator, flow_model_id
 
-        return OpticalFlowPropagator(config.flow)
-    from celmask.models.propagators.sam2 import Sam2Propagator
+        return _Planned(flow_model_id(config.flow), lambda: OpticalFlowPropagator(config.flow))
+    from celmask.models.propagators.sam2 import Sam2Propagator, sam2_weights
 
     if not config.propagator_weights:
         raise CelmaskError(
@@ -90,26 +108,50 @@ def _propagator(config: SegmentConfig) -> Propagator | None:
             "propagator=sam2 needs SAM 2 weights",
             "pass --set propagator.weights=sam2_t.pt or use propagator=flow",
         )
-    return Sam2Propagator(config.propagator_weights, device=config.device)
+    weights = config.propagator_weights
+    return _Planned(model_id("sam2", sam2_weights(weights)), lambda: Sam2Propagator(weights, device=config.device))
 
 
-def _refiner(config: SegmentConfig) -> Refiner | None:
+def _refiner(config: SegmentConfig) -> _Planned | None:
     if config.refiner == "none":
         return None
     if config.refiner == "pieces":
-        from celmask.models.refiners.pieces import PiecesRefiner
+        from celmask.models.refiners.pieces import PIECES_MODEL_ID, PiecesRefiner
 
-        return PiecesRefiner(config.pieces)
+        return _Planned(PIECES_MODEL_ID, lambda: PiecesRefiner(config.pieces))
     from celmask.models.refiners.sam import SamRefiner, VoteRefiner
 
     cls = SamRefiner if config.refiner == "sam" else VoteRefiner
-    return cls.from_checkpoint(config.refiner_model, config.refiner_checkpoint, device=config.device)
+    return _Planned(
+        cls.model_id_for(config.refiner_model, config.refiner_checkpoint),
+        lambda: cls.from_checkpoint(config.refiner_model, config.refiner_checkpoint, device=config.device),
+    )
+
+
+def _plan(config: SegmentConfig) -> dict[str, _Planned]:
+    planned = {"detector": _detector(config), "propagator": _propagator(config), "refiner": _refiner(config)}
+    return {stage: p for stage, p in planned.items() if p is not None}
+
+
+def model_ids(config: SegmentConfig) -> dict[str, str]:
+    """Stage -> model id of the models ``config`` names, as :attr:`Models.ids` will have
+    them, from the settings and weight files alone: no weights are loaded (a re-run of a
+    finished shot needs no model and no GPU slot). Bad settings fail as building would."""
+    planned = _plan(config)
+    if not planned["detector"].model_id:
+        planned["detector"].build()  # the weights are missing: its own one-line error
+    return {stage: p.model_id for stage, p in planned.items()}
 
 
 def build_models(config: SegmentConfig) -> Models:
     """A new set of the detector, propagator and refiner ``config`` names, for a caller
     that keeps it (one thread at a time); shots borrow theirs with :func:`lend_models`."""
-    return Models(_detector(config), _propagator(config), _refiner(config))
+    planned = _plan(config)
+    built = {stage: p.build() for stage, p in planned.items()}
+    for stage, model in built.items():
+        if planned[stage].model_id and model.model_id != planned[stage].model_id:
+            raise RuntimeError(f"{stage}: built {model.model_id}, planned {planned[stage].model_id}")
+    return Models(built["detector"], built.get("propagator"), built.get("refiner"))
 
 
 def _key(config: SegmentConfig) -> str:

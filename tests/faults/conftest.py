@@ -1,5 +1,5 @@
-"""The finished episode every fault starts from, a fresh copy of it per test, and the
-environment for ``celmask`` subprocesses."""
+"""A fresh copy per test of the finished episode every fault starts from (``finished``,
+tests/conftest.py), and the environment for ``celmask`` subprocesses."""
 
 from __future__ import annotations
 
@@ -8,13 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.finished import Finished, finished_episode
 from tests.support.prefect_server import command_env
-
-
-@pytest.fixture(scope="session")
-def finished(tmp_path_factory) -> Finished:
-    return finished_episode(tmp_path_factory.mktemp("finished"))
 
 
 @pytest.fixture
