@@ -15,6 +15,23 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 """../shared beside the checkout: real clips and data; absent on some machines."""
 
 
+REAL_MARKERS = frozenset({"realclips", "realdata", "realart"})
+"""What a test that reads ../shared says it reads (pyproject.toml's markers)."""
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """A test that uses ``shared_dir`` must say which real material it reads, so that
+    ``-m "not realdata"`` and the like select what they claim."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "shared_dir" in getattr(item, "fixturenames", ())
+        and not REAL_MARKERS & {m.name for m in item.iter_markers()}
+    ]
+    if unmarked:
+        raise pytest.UsageError(f"tests read ../shared without a marker of {sorted(REAL_MARKERS)}: {unmarked}")
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():

@@ -82,13 +82,15 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("command", ["probe", "shots"])
+@pytest.mark.parametrize("command", ["probe", "shots", "segment", "run"])
 @pytest.mark.parametrize(("name", "problem"), BAD)
 def test_bad_input_is_one_line_and_exit_2(clip, command, name, problem, tmp_path):
+    """Every command that takes a video, before any work: no output, no directory."""
     path = clip("cfr.mp4").parent / name if name == "does_not_exist.mp4" else clip(name)
-    done = celmask(command, path, "--json")
+    out = tmp_path / "out"
+    done = celmask(command, path, *(["--out", out] if command == "run" else ["--json"]))
     assert done.returncode == 2
-    assert done.stdout == ""  # nothing written
+    assert done.stdout == "" and not out.exists()  # nothing written
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(f"celmask: error: {path}: ") and problem in lines[0]

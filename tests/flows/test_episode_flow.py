@@ -94,6 +94,11 @@ def one_line_error(done: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def true_shots(video: Path) -> int:
+    """How many shots the generated episode was made of (its truth.json)."""
+    return len(json.loads((video.parent / "truth.json").read_text())["shots"])
+
+
 def plan_shots(episode: Path) -> list[int]:
     return [s["index"] for s in json.loads((episode / "_run" / "plan.json").read_text())["shots"]]
 
@@ -229,9 +234,10 @@ def test_failed_shot_then_rerun_gives_the_clean_run_bytes(clean, env, video, tmp
     clean.check(0)
     failed = run(env, video, tmp_path_factory.mktemp("fault"), "--fail-shots", "1").check(1)
     line = one_line_error(failed.done)
-    assert "shots [1] of 3 failed" in line and "injected failure" in line and "--shot N" in line
     episode = failed.episode
     shots = plan_shots(episode)
+    assert len(shots) == true_shots(video)  # the shots the episode was made of
+    assert f"shots [1] of {len(shots)} failed" in line and "injected failure" in line and "--shot N" in line
     assert not (episode / "_SUCCESS.json").exists()
     assert not (episode / "shots" / "shot_0001.parquet").exists()
     for i in shots:
@@ -279,7 +285,8 @@ def test_finalize_after_the_source_video_was_replaced_draws_on_grey(clean, video
     assert recorded_video(episode) is None
     finalize = celmask({**os.environ}, "finalize", episode)
     assert finalize.done.returncode == 0, finalize.done.stderr
-    assert "3 of 3 shots good; _SUCCESS.json written" in finalize.done.stdout
+    n = true_shots(video)
+    assert f"{n} of {n} shots good; _SUCCESS.json written" in finalize.done.stdout
     assert (episode / "_report" / "index.html").is_file()
 
 
@@ -410,4 +417,6 @@ def test_demo_runs_the_whole_pipeline_and_opens_with_the_report(env, tmp_path):
     assert done.stdout.splitlines()[0] == f"==> the QC report will be {report}"
     assert report.is_file() and (report.parents[1] / "_SUCCESS.json").is_file()
     score = next(line for line in done.stdout.splitlines() if "masks J&F" in line)
-    assert float(score.split("masks J&F ")[1].split()[0]) > 0.3, score
+    # measured: shots F1 1.000, masks J&F 0.667 (2026-12-02); the margin is for other CPUs' arithmetic
+    assert float(score.split("shots F1 ")[1].split()[0]) >= 0.95, score
+    assert float(score.split("masks J&F ")[1].split()[0]) > 0.63, score

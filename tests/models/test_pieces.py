@@ -188,6 +188,7 @@ def test_pieces_follow_the_drawing():
     assert pieces.labels[60, 240] == pieces.labels[180, 240] == 0
 
 
+@pytest.mark.realdata
 def test_real_frames(shared_dir):
     data = shared_dir / "realdata" / "gt_tomjerry_milkywaif"
     if not data.is_dir():

@@ -215,3 +215,33 @@ def test_shots_borrow_model_sets_and_a_process_holds_no_more_than_run_at_once(ep
     for t in threads:
         t.join()
     assert len(lent) == 12 and len({id(m) for m in lent}) <= 2
+
+
+def test_the_temporal_stages_repair_unstable_detections(episode):
+    """The headline claim: on a detector's misses, shrunk and frayed masks and false
+    finds (tasks/synth/unstable.py at level 1), keyframes, propagation and refinement
+    give better masks than the detections alone. Measured: J 0.743 -> 0.768 and
+    0.773 -> 0.811 over the episode's shots for seeds 1 and 2 (deterministic)."""
+    truth = load_truth(episode)
+    shots = [Shot(s.index, s.start, s.end, 0.0, 0.0) for s in truth.shots if s.tracks]
+    gains = []
+    for seed in (1, 2):
+        write_unstable_detections(episode, episode / f"unstable{seed}.parquet", seed=seed, config=UnstableConfig())
+        j = {}
+        for name, settings in (("detections", ("propagator=none", "refiner=none")), ("full", ())):
+            scores = [
+                (
+                    scored(
+                        episode,
+                        segment_shot(
+                            episode / "episode.mp4", s, config(episode, *settings, detections=f"unstable{seed}.parquet")
+                        ),
+                        s,
+                    ),
+                    s,
+                )
+                for s in shots
+            ]
+            j[name] = sum(sc.j * (s.end - s.start) for sc, s in scores) / sum(s.end - s.start for s in shots)
+        gains.append(j["full"] - j["detections"])
+    assert min(gains) > 0.015 and sum(gains) / len(gains) > 0.025, gains

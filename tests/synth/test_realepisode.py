@@ -231,6 +231,7 @@ def test_art_split_needs_art(tmp_path, capsys):
 
 
 @pytest.mark.slow  # reads the 538 pictures twice: ~25 s on 2 cores
+@pytest.mark.realart
 def test_a_test_split_episode_of_the_shared_art(shared_dir, tmp_path):
     art = shared_dir / "realart"
     if not (art / "cutouts").is_dir():

@@ -25,7 +25,7 @@ from celmask.tasks.video import (
 )
 from celmask.tasks.video import decoding as video_decode
 from celmask.tasks.video import probing as video_probe
-from tests.support.clips import CORRUPT_BYTES, get
+from tests.support.clips import CORRUPT_BYTES
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None, reason="ffmpeg/ffprobe not installed"
@@ -194,8 +194,8 @@ def test_fingerprint_large_sparse_file_is_fast(tmp_path):
 # --------------------------------------------------------------------------- iter_frames
 
 
-def test_output_size():
-    info = probe(get("cfr.mp4"))
+def test_output_size(clip):
+    info = probe(clip("cfr.mp4"))
     assert output_size(info, None, None) == (320, 180)
     assert output_size(info, 160, None) == (160, 90)
     assert output_size(info, None, 45) == (80, 45)
@@ -370,7 +370,7 @@ def test_early_close_kills_ffmpeg(clip):
     ],
 )
 def test_bad_input_raises_one_line_video_error(clip, name, problem):
-    path = clip(name) if name != "does_not_exist.mp4" else get("cfr.mp4").parent / name
+    path = clip(name) if name != "does_not_exist.mp4" else clip("cfr.mp4").parent / name
     for call in (probe, lambda p: iter_frames(p, width=32), frame_times):
         with pytest.raises(VideoError) as e:
             call(path)
