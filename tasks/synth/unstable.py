@@ -9,8 +9,11 @@ segmentation benchmark feeds them these detections (through
 a trained detector.
 
 Like a real detector it is deterministic in the picture: every frame of a held run
-(the same drawing repeated) gets the detections of the run's first frame; different
-drawings get independent perturbations. Everything is deterministic in ``seed``.
+(the same drawing repeated) gets the detections of the run's first frame. Different
+drawings get independent perturbations, the best case for propagation and voting;
+``persistence`` makes the errors last several drawings, as a real detector's do (a
+miss or a bad mask over a stretch of drawings, a false find that stays). Everything
+is deterministic in ``seed``.
 
     path = write_unstable_detections(episode_dir, out / "unstable.parquet", seed=3)
     summary = read_unstable_summary(path)     # how hard the input is
@@ -96,6 +99,9 @@ class UnstableConfig:
     """Expected false detections per drawing (Poisson)."""
     background_share: float = 0.3
     """Share of false detections that are a large background region, not a small blob."""
+    persistence: int = 1
+    """Drawings an error lasts: each character's miss or perturbation and the false
+    finds are drawn anew every ``persistence`` drawings (1: independently per drawing)."""
     score_base: float = 0.35
     score_weight: float = 0.5
     score_noise: float = 0.12
@@ -110,6 +116,8 @@ class UnstableConfig:
         for name in ("level", "small_area", "morph_px", "jitter_px", "chop_share", "false_positives", "score_noise"):
             if getattr(self, name) < 0:
                 raise ValueError(f"unstable {name} must be >= 0, got {getattr(self, name)}")
+        if self.persistence < 1:
+            raise ValueError(f"unstable persistence must be >= 1, got {self.persistence}")
         if self.jitter_scale_px <= 0:
             raise ValueError(f"unstable jitter_scale_px must be > 0, got {self.jitter_scale_px}")
 
@@ -155,11 +163,12 @@ def write_unstable_detections(
     visible = _visible_shares(episode_dir)
     columns: dict[str, list] = {name: [] for name in SCHEMA.names}
     counts = {"frames": 0, "true_instances": 0, "missed": 0}
-    key, rows = -1, []
+    key, ordinal, rows = -1, -1, []
     for frame, ids, masks in iter_truth_masks(episode_dir):
         if drawing.get(frame, frame) != key:  # a new drawing; a held one repeats its detections
-            key = drawing.get(frame, frame)
-            rows = _detect_drawing(masks, [visible[frame, int(t)] for t in ids], ids, seed, key, config)
+            key, ordinal = drawing.get(frame, frame), ordinal + 1
+            errors = key if config.persistence == 1 else ordinal // config.persistence  # whose random draws
+            rows = _detect_drawing(masks, [visible[frame, int(t)] for t in ids], ids, seed, errors, config)
         counts["frames"] += 1
         counts["true_instances"] += len(ids)
         counts["missed"] += len(ids) - sum(r.true_track_id >= 0 for r in rows)
@@ -219,8 +228,9 @@ def _visible_shares(episode_dir: Path) -> dict[tuple[int, int], float]:
 def _detect_drawing(
     masks: np.ndarray, visible: list[float], ids: np.ndarray, seed: int, key: int, config: UnstableConfig
 ) -> list[_Row]:
-    """Detections of one drawing (first frame ``key``): each true instance perturbed
-    from its own random stream, then the false positives."""
+    """Detections of one drawing: each true instance perturbed from its own random
+    stream, then the false positives; ``key`` picks the streams (drawings with the same
+    key make the same random draws, so the same errors)."""
     h, w = masks.shape[1:]
     scale = h / REFERENCE_LINES
     rows = []

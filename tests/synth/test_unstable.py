@@ -4,6 +4,8 @@ level says."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -116,3 +118,36 @@ def test_bad_config_and_foreign_file(tmp_path):
     pq.write_table(pa.table({"frame_index": [0]}), tmp_path / "plain.parquet")
     with pytest.raises(ValueError, match="not a file of unstable detections"):
         read_unstable_summary(tmp_path / "plain.parquet")
+
+
+def test_persistent_errors_last_their_drawings(episode, tmp_path):
+    """persistence=4: whether a character is missed, and each false find, stays the same
+    over blocks of 4 drawings; drawn independently (1), they change within blocks."""
+    truth = load_truth(episode)
+    drawing = {f: a for a, b in truth.holds for f in range(a, b)}
+    starts = sorted({drawing.get(f, f) for f in range(truth.frame_count)})  # every drawing's first frame
+    coin = UnstableConfig(miss=0.5, miss_small=0, miss_partial=0, false_positives=1.0)  # misses independent of size
+
+    def per_drawing(persistence: int) -> list[tuple[frozenset, frozenset]]:
+        path = write_unstable_detections(
+            episode, tmp_path / f"p{persistence}.parquet", seed=3, config=replace(coin, persistence=persistence)
+        )
+        table = pq.read_table(path).to_pydict()
+        out = []
+        for start in starts:
+            rows = [i for i, f in enumerate(table["frame_index"]) if f == start]
+            found = frozenset(table["true_track_id"][i] for i in rows if table["true_track_id"][i] >= 0)
+            false = frozenset(table["mask_rle"][i] for i in rows if table["true_track_id"][i] < 0)
+            out.append((found, false))
+        return out
+
+    def changes_inside_blocks(drawings) -> int:
+        shown = [
+            frozenset(int(t) for t in ids) for _, ids, _ in (next(iter_truth_masks(episode, a, a + 1)) for a in starts)
+        ]
+        return sum(
+            1 for i in range(1, len(drawings)) if i % 4 and shown[i] == shown[i - 1] and drawings[i] != drawings[i - 1]
+        )
+
+    assert changes_inside_blocks(per_drawing(4)) == 0
+    assert changes_inside_blocks(per_drawing(1)) > 5
