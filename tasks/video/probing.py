@@ -235,6 +235,14 @@ _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 16
 
 
+def forget_probes() -> None:
+    """Drop what :func:`probe` and the frame-time reader remember, so that a benchmark
+    times the first look at a file, as a user's first command pays it."""
+    with _CACHE_LOCK:
+        _PROBE_CACHE.clear()
+        _TIMES_CACHE.clear()
+
+
 def _cache_get(cache: dict, abspath: str, key: tuple):
     with _CACHE_LOCK:
         hit = cache.get(abspath)
