@@ -1,2 +1,3 @@
-"""Propagators: :mod:`.base` is the contract; :mod:`.optical_flow` (Farneback optical
-flow on the drawings) and :mod:`.sam2` (SAM 2's video predictor)."""
+"""Propagators: :mod:`.base` is the contract; :mod:`.optical_flow` (DIS optical flow
+between the drawings, fused with the detections that agree) and :mod:`.sam2` (SAM 2's
+video predictor)."""
