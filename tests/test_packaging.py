@@ -85,6 +85,7 @@ def test_the_wheel_adds_only_celmask_to_site_packages(installed):
     assert (site / "celmask" / "models" / "trained" / "detector.pt").is_file()  # the built-in detector ships inside
 
 
+@pytest.mark.slow
 def test_the_installed_command_runs_and_segments_a_shot(installed, clip, tmp_path):
     done = subprocess.run([installed / "celmask", "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 0 and "segment" in done.stdout

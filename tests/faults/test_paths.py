@@ -15,6 +15,7 @@ from tests.support.finished import EPISODE, celmask
 pytestmark = pytest.mark.faults
 
 
+@pytest.mark.slow
 def test_dot_is_the_episode_it_names(out, env):
     episode = out / EPISODE
     before = json.loads(success_path(episode).read_text())

@@ -36,6 +36,7 @@ def test_probe_prints_stream_facts(episode):
     assert table.returncode == 0 and "fingerprint" in table.stdout
 
 
+@pytest.mark.slow
 def test_shots_json_matches_the_documented_shape(episode):
     truth = json.loads((episode / "truth.json").read_text())
     done = celmask("shots", episode / "episode.mp4", "--json")
@@ -61,6 +62,7 @@ def test_shots_json_matches_the_documented_shape(episode):
         assert s["transition_start"] - 1 <= f <= max(s["transition_end"], t + 1)
 
 
+@pytest.mark.slow
 def test_shots_table_and_progress_bar(episode):
     done = celmask("shots", episode / "episode.mp4", "--progress")
     assert done.returncode == 0, done.stderr
@@ -115,6 +117,7 @@ def test_bad_size_option_is_one_line(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_segment_summarises_the_tracks_of_a_shot(episode):
     result = celmask("segment", episode / "episode.mp4", "--frames", "0:24", "--json")
     assert result.returncode == 0, result.stderr
@@ -145,3 +148,10 @@ def test_config_lists_every_key_and_rejects_unknown_ones():
         assert f"`{key}`" in readme, key  # the README's table documents the main keys
     bad = celmask("config", "--set", "refinr=none")
     assert bad.returncode == 2 and bad.stdout == "" and "did you mean refiner" in bad.stderr
+
+
+def test_deploy_without_a_server_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    done = celmask("deploy", "--inbox", tmp_path, "--out", tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "PREFECT_API_URL" in done.stderr

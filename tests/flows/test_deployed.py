@@ -9,7 +9,6 @@ its 02:00 runs."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import datetime
@@ -155,10 +154,3 @@ def test_nightly_cron_creates_runs_at_two_in_the_time_zone(tmp_path):
     for scheduled in runs:
         local = datetime.fromisoformat(scheduled["expected_start"]).astimezone(ZoneInfo("America/New_York"))
         assert (local.hour, local.minute) == (2, 0), scheduled
-
-
-def test_deploy_without_a_server_is_one_line(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    done = run([CELMASK, "deploy", "--inbox", str(tmp_path), "--out", str(tmp_path)], env, 120)
-    assert done.returncode == 2
-    assert done.stderr.strip().count("\n") == 0 and "PREFECT_API_URL" in done.stderr

@@ -12,6 +12,8 @@ import pytest
 from celmask.flows.embedded import LocalServer
 from celmask.tasks.core.errors import CelmaskError
 
+pytestmark = pytest.mark.slow  # each test starts a server
+
 
 @pytest.fixture
 def prefect_home(tmp_path, monkeypatch):

@@ -61,6 +61,7 @@ def test_steps_frame_by_frame_with_the_contract_shapes(propagator):
         assert ((confidence >= 0) & (confidence <= 1)).all()
 
 
+@pytest.mark.slow
 def test_runs_in_turn_keep_their_own_memory(propagator):
     frames, masks = two_figures(3)
     alone = [list(propagator.propagate(f, masks[i : i + 1])) for i, f in enumerate((frames, frames[::-1]))]

@@ -33,6 +33,7 @@ def no_network(monkeypatch):
     return attempts
 
 
+@pytest.mark.slow
 def test_tiny_training_run_gives_weights_that_predict_masks(tmp_path, no_network):
     config = ultralytics_offline()
     assert (config / FONT_NAME).is_file()  # what ultralytics' dataset check would download otherwise

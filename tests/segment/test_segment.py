@@ -162,6 +162,7 @@ def test_a_one_frame_shot(episode):
     assert all(c.frame_index == busy.start + 5 for cs in result.keyframes.values() for c in cs)
 
 
+@pytest.mark.slow
 def test_4k_frames_are_segmented_at_working_resolution(clip, tmp_path):
     video = clip("uhd.mp4")
     shot = Shot(0, 0, 24, 0.0, 1.0)
@@ -217,6 +218,7 @@ def test_shots_borrow_model_sets_and_a_process_holds_no_more_than_run_at_once(ep
     assert len(lent) == 12 and len({id(m) for m in lent}) <= 2
 
 
+@pytest.mark.slow
 def test_the_temporal_stages_repair_unstable_detections(episode):
     """The headline claim: on a detector's misses, shrunk and frayed masks and false
     finds (tasks/synth/unstable.py at level 1), keyframes, propagation and refinement

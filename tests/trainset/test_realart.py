@@ -170,6 +170,7 @@ def test_a_real_close_up_keeps_the_head_in_frame(tmp_path):
     assert np.median(tops) < 0.2 * H
 
 
+@pytest.mark.slow
 @pytest.mark.realart
 def test_the_shared_real_art_loads_and_splits_by_character(shared_dir):
     cuts, sets = shared_dir / "realart" / "cutouts", shared_dir / "realart" / "backgrounds"

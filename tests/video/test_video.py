@@ -452,6 +452,7 @@ def test_corrupt_middle_yields_all_frames_and_reports_issue(clip, caplog):
 # --------------------------------------------------------------------------- real clips
 
 
+@pytest.mark.slow
 @pytest.mark.realclips
 @pytest.mark.skipif(not REALCLIPS.is_dir(), reason="../shared/realclips not present")
 def test_realclips_hevc_mkv_and_gif():
