@@ -19,7 +19,8 @@ from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
 
-from celmask.tasks.core.errors import CelmaskError
+from celmask.flows.stopping import stop_on_signals, stopped, stopping
+from celmask.tasks.core.errors import CelmaskError, output_problem
 from celmask.tasks.manifest.layout import INDEX_NAME, report_dir
 
 DEMO_EPISODE = "demo"
@@ -325,12 +326,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if result.problems else 0
 
 
+CAST_HELP = (
+    "enrolment: one folder per character name with reference images or cut-outs; names the episode's "
+    "characters (kept in the episode for later finishes)"
+)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from celmask.tasks.outputs.exports import export
     from celmask.tasks.run.plan import recorded_video
 
     for e in export(
-        args.out, args.format, episode=args.episode, to=args.to, video=args.video, recorded_video=recorded_video
+        args.out,
+        args.format,
+        episode=args.episode,
+        to=args.to,
+        video=args.video,
+        recorded_video=recorded_video,
+        character=args.character,
     ):
         print(
             f"{e.episode_id}: wrote {e.path} ({_count(e.files, 'file')}, {e.bytes / 1e6:.1f} MB) in {e.seconds:.1f} s"
@@ -450,6 +463,7 @@ def _print_episode(result: dict) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from celmask.tasks.run.lock import episode_lock
     from celmask.tasks.run.plan import episode_id_of
     from celmask.tasks.video import probe
 
@@ -458,19 +472,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         _positive("--workers", args.workers)
         episode_dir = Path(args.out) / episode_id_of(args.video, args.episode_id)
         probe(args.video)  # an unreadable video fails here, before any flow run
-        print(
-            f"==> segmenting {args.video} into {episode_dir}; the QC report will be {report_dir(episode_dir) / INDEX_NAME}"
-        )
-        result = run_episode(
-            args.video,
-            args.out,
-            config,
-            episode_id=args.episode_id,
-            workers=args.workers,
-            faults=_faults(args.fail_shots, args.fail_transient),
-            progress=args.progress,
-            server=server,
-        )
+        _enrol(args.cast, episode_dir)
+        with episode_lock(episode_dir, "run", tidy=True):
+            print(
+                f"==> segmenting {args.video} into {episode_dir}; the QC report will be {report_dir(episode_dir) / INDEX_NAME}"
+            )
+            result = run_episode(
+                args.video,
+                args.out,
+                config,
+                episode_id=args.episode_id,
+                workers=args.workers,
+                faults=_faults(args.fail_shots, args.fail_transient),
+                progress=args.progress,
+                server=server,
+            )
     _print_episode(result)
     return 0
 
@@ -500,9 +516,8 @@ def _finish_report(result) -> int:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from celmask.flows.embedded import local_prefect
-    from celmask.tasks.core.config import apply, changed, parse_overrides
-    from celmask.tasks.run.finish import finish_episode
+    from celmask.tasks.core.config import apply, parse_overrides
+    from celmask.tasks.run.lock import episode_lock
     from celmask.tasks.run.plan import load_plan
     from celmask.tasks.segment.config import SegmentConfig
 
@@ -510,6 +525,16 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     plan = load_plan(episode_dir)
     shot = plan.shot(args.shot)
     config = apply(apply(SegmentConfig(), plan.config, where="plan"), parse_overrides(args.set or []))
+    with episode_lock(episode_dir, "rerun", tidy=True):
+        return _rerun(episode_dir, plan, shot, config)
+
+
+def _rerun(episode_dir: Path, plan, shot, config) -> int:
+    from celmask.flows.embedded import local_prefect
+    from celmask.tasks.core.config import changed
+    from celmask.tasks.run.finish import finish_episode
+    from celmask.tasks.segment.config import SegmentConfig
+
     try:
         with local_prefect():
             from celmask.flows.episode import segment_shot_flow
@@ -528,11 +553,41 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     return _finish_report(finish_episode(episode_dir, plan))
 
 
+def _enrol(cast_dir: str | None, episode_dir: Path) -> None:
+    """``--cast DIR``: describe the references and keep them in the episode for its finish steps."""
+    if cast_dir is None:
+        return
+    from celmask.tasks.cast.enrol import load_enrolment, save_enrolment
+
+    save_enrolment(episode_dir, load_enrolment(cast_dir))
+
+
 def cmd_finalize(args: argparse.Namespace) -> int:
     from celmask.tasks.run.finish import finish_episode
+    from celmask.tasks.run.lock import episode_lock
     from celmask.tasks.run.plan import load_plan
 
-    return _finish_report(finish_episode(args.episode, load_plan(args.episode)))
+    plan = load_plan(args.episode)
+    with episode_lock(args.episode, "finalize", tidy=True):
+        _enrol(args.cast, Path(args.episode))
+        return _finish_report(finish_episode(args.episode, plan))
+
+
+def cmd_correct(args: argparse.Namespace) -> int:
+    from celmask.tasks.run.correct import correct
+    from celmask.tasks.run.correction_input import corrections_from_args
+    from celmask.tasks.run.lock import episode_lock
+
+    episode_dir = Path(args.episode)
+    with episode_lock(episode_dir, "correct", tidy=True):
+        done = correct(episode_dir, corrections_from_args(episode_dir, args), args.video)
+    for c in done.corrections:
+        what = "deleted" if c.kind == "delete" else f"frame {c.frame}" + (" (new track)" if c.new_track else "")
+        print(f"shot {c.shot} track {c.track}: {what}{'; ' + c.note if c.note else ''}")
+    for index, summary in sorted(done.summaries.items()):
+        print(f"shot {index}: {summary.tracks} tracks, {summary.rows} masks")
+    print(f"corrections stored and applied in {done.seconds:.1f} s")
+    return _finish_report(done.result)
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -554,7 +609,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def cmd_nightly(args: argparse.Namespace) -> int:
     from celmask.flows.embedded import local_prefect
     from celmask.tasks.core.config import changed
-    from celmask.tasks.run.inbox import find_episodes
+    from celmask.tasks.run.inbox import find_episodes, redact
     from celmask.tasks.segment.config import SegmentConfig
 
     config = _segment_config(args)
@@ -562,7 +617,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     items = find_episodes(args.inbox, args.out)  # a missing inbox fails here, before Prefect starts
     todo = sum(not item.done for item in items)
     print(
-        f"==> {_count(len(items), 'video')} in {args.inbox}: {todo} to segment into {args.out}, "
+        f"==> {_count(len(items), 'video')} in {redact(args.inbox)}: {todo} to segment into {args.out}, "
         f"{len(items) - todo} done before"
     )
 
@@ -771,6 +826,11 @@ def build_parser() -> argparse.ArgumentParser:
         "characters per drawing; coco / ytvis: instances.json; preview: an mp4 per shot with the masks drawn",
     )
     p.add_argument("--episode", help="export only this episode id")
+    p.add_argument(
+        "--character",
+        metavar="K",
+        help="png and cutouts of one episode character only (its character_id or enrolled name, _tracks.parquet)",
+    )
     p.add_argument("--to", help="write into TO/<episode_id>/<format>/ (default OUT/<episode_id>/_exports/<format>/)")
     p.add_argument(
         "--video",
@@ -792,6 +852,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video")
     p.add_argument("--out", required=True, help="output directory; the episode goes to OUT/<episode_id>/")
     p.add_argument("--episode-id", help="default: the video file's name without extension")
+    p.add_argument("--cast", metavar="DIR", help=CAST_HELP)
     config_options(p)
     p.add_argument("--workers", type=int, default=2, help="shots segmented at once (default 2)")
     p.add_argument(
@@ -818,7 +879,25 @@ def build_parser() -> argparse.ArgumentParser:
         "finalize", help="re-check an episode whose failed shots were re-run; write _SUCCESS.json when complete"
     )
     p.add_argument("episode", type=_absolute, help="one episode directory (OUT/<episode_id>)")
+    p.add_argument("--cast", metavar="DIR", help=CAST_HELP)
     p.set_defaults(func=cmd_finalize)
+
+    p = sub.add_parser(
+        "correct", help="correct a track's mask on one frame (or add, delete tracks) and re-propagate that track"
+    )
+    p.add_argument("episode", type=_absolute, help="one complete episode directory (OUT/<episode_id>)")
+    p.add_argument("--shot", type=int, help="the shot's index (default: from the batch files' names)")
+    p.add_argument("--track", type=int, help="the track's id in the shot")
+    p.add_argument("--frame", type=int, help="the frame's index in the episode")
+    p.add_argument("--mask", help="PNG of the track's mask on --frame (non-zero or opaque = the character)")
+    p.add_argument("--new-track", action="store_true", help="--mask is a character the detector missed")
+    p.add_argument("--delete-track", action="store_true", help="remove --track: it is no character")
+    p.add_argument("--palette", help="batch: a DAVIS palette PNG of --frame (pixel = track id + 1), as exported")
+    p.add_argument("--pngs", help="batch: a folder of per-track PNGs laid out as `celmask export --format png`")
+    p.add_argument("--coco", help="batch: a COCO instances.json as `celmask export --format coco` writes")
+    p.add_argument("--video", help="the episode's source video (default: the one its run recorded)")
+    p.add_argument("--who", help="who made the correction (default: the user name)")
+    p.set_defaults(func=cmd_correct)
 
     p = sub.add_parser(
         "deploy", help="set up work pools, the gpu limit and the deployments on a running Prefect server"
@@ -935,14 +1014,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("celmask: %(levelname)s: %(message)s"))
     handler.addFilter(_QuietPrefect())
     logging.basicConfig(level=logging.WARNING, handlers=[handler])  # no-op when the root logger has handlers
+    if argv is None:  # the command's own process
+        stop_on_signals()
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught
+        return code
     except CelmaskError as error:
+        if stopping():
+            return stopped()
         print(f"celmask: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print("celmask: interrupted", file=sys.stderr)
-        return 130
+        return stopped()
+    except BrokenPipeError:  # `celmask config | head -1`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as error:  # a full disk, a read-only OUT: one line, as bad input gets
+        if stopping():
+            return stopped()
+        if output_problem(error) is None:
+            raise
+        print(
+            f"celmask: error: {error.filename or 'output'}: {output_problem(error)}; free space there or choose another --out",
+            file=sys.stderr,
+        )
+        return 2
+    except BaseException:  # SIGTERM while a flow runs: Prefect's TerminationSignal
+        if stopping():
+            return stopped()
+        raise
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ for the embedded server and stay on for deployed runs (../shared/notes/prefect.m
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -79,6 +80,8 @@ class LocalServer:
     process: subprocess.Popen | None = None
     log: IO[bytes] | None = None
     """The server's console output: its last line explains a failed start."""
+    lifeline: int | None = None
+    """Write end of the pipe the server watches (:mod:`celmask.flows.server_child`)."""
 
     @property
     def url(self) -> str:
@@ -89,11 +92,14 @@ class LocalServer:
         if self.log is not None:  # a start again on another port
             self.log.close()
         self.log = tempfile.TemporaryFile()
+        self._close_lifeline()
+        lifeline, self.lifeline = os.pipe()  # the server ends when this process closes its end
         self.process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "uvicorn",
+                "celmask.flows.server_child",
+                str(lifeline),
                 "--factory",
                 "prefect.server.api.server:create_app",
                 "--host",
@@ -109,7 +115,14 @@ class LocalServer:
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            pass_fds=(lifeline,),
         )
+        os.close(lifeline)
+
+    def _close_lifeline(self) -> None:
+        if self.lifeline is not None:
+            os.close(self.lifeline)
+            self.lifeline = None
 
     def wait(self, timeout: float) -> None:
         """Until the server answers (on another port if its port was taken meanwhile)."""
@@ -157,6 +170,7 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._close_lifeline()
         if self.log is not None:
             self.log.close()
 
@@ -194,14 +208,18 @@ def local_prefect(meanwhile: Callable[[], None] | None = None, server: LocalServ
     if PREFECT_API_URL.value():
         if server is not None:
             server.stop()
+        check_reachable(PREFECT_API_URL.value())
         if meanwhile:
             meanwhile()
         yield
         return
     server = server or start_server()
     try:
+        alone = _join_database()
         with ThreadPoolExecutor(1, thread_name_prefix="celmask-server") as pool:
-            ready = pool.submit(_ready, server, float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+            ready = pool.submit(
+                _ready, server, float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]), alone
+            )
             if meanwhile:
                 meanwhile()
             ready.result()
@@ -214,18 +232,93 @@ def local_prefect(meanwhile: Callable[[], None] | None = None, server: LocalServ
             _use(None)
     finally:
         server.stop()
+        _leave_database()
 
 
-def _ready(server: LocalServer, timeout: float) -> None:
+DATABASE_USERS = "celmask-embedded.lock"
+"""In ``PREFECT_HOME``: every command on the embedded database holds a shared flock on it."""
+_users: list[int] = []
+
+
+def _join_database() -> bool:
+    """Hold a shared lock on the embedded database for this command; return whether it
+    is the only command using it (it got the lock exclusively first), so that any run
+    the database still shows running belongs to a command that was killed."""
+    home = os.path.expanduser(os.environ.get("PREFECT_HOME", "~/.prefect"))
+    try:
+        os.makedirs(home, exist_ok=True)
+        fd = os.open(os.path.join(home, DATABASE_USERS), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return False  # the server reports an unusable PREFECT_HOME itself
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        alone = True
+    except BlockingIOError:
+        alone = False
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    _users.append(fd)
+    return alone
+
+
+def _leave_database() -> None:
+    while _users:
+        os.close(_users.pop())
+
+
+REACH_SECONDS = 10.0
+
+
+def check_reachable(api_url: str) -> None:
+    """A one-line error, before any work, when the configured server does not answer
+    (``/health`` needs no auth string)."""
+    from celmask.tasks.run.inbox import redact
+
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=REACH_SECONDS) as response:
+            response.read()
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise CelmaskError(
+            f"PREFECT_API_URL {redact(api_url)}",
+            f"the Prefect server does not answer ({reason})",
+            "start it, fix PREFECT_API_URL, or unset it to run on an embedded server",
+        ) from None
+
+
+def _ready(server: LocalServer, timeout: float, alone: bool = False) -> None:
     """Wait for the server, then make its first API requests, which cost it about half a
     second more than later ones: done here, they overlap the command's own start-up
-    instead of delaying its first flow run."""
+    instead of delaying its first flow run. ``alone``: no other command uses the
+    database, so mark the runs it shows running crashed (:func:`crash_orphans`)."""
     from prefect.client.orchestration import SyncPrefectClient
 
     server.wait(timeout)
     with contextlib.suppress(Exception), SyncPrefectClient(server.url) as client:  # the flow reports real errors
         client.hello()
         client.raise_for_api_version_mismatch()
+        if alone:
+            crash_orphans(client)
+
+
+ORPHAN_MESSAGE = "its celmask command ended without reporting (killed); marked crashed by the next command"
+
+
+def crash_orphans(client) -> list[str]:
+    """Mark every flow run still running or pending crashed: called only when no other
+    command uses the embedded database, whose runs all come from celmask commands on
+    this host, so none of them is really running. Return their names."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    runs = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING]))
+        )
+    )
+    for run in runs:
+        client.set_flow_run_state(run.id, Crashed(message=ORPHAN_MESSAGE), force=True)
+    return [run.name for run in runs]
 
 
 def _use(url: str | None) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import functools
 import re
 import threading
@@ -40,14 +41,17 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from celmask.flows import progress as progress_module
 from celmask.flows.progress import EpisodeProgress
+from celmask.flows.watch import RunWatch
 from celmask.tasks.core.config import apply
 from celmask.tasks.core.errors import CelmaskError, ShotsFailed, is_transient
 from celmask.tasks.core.types import Shot
 from celmask.tasks.manifest.layout import sheet_path
 from celmask.tasks.run.finish import EpisodeResult, finish_episode
+from celmask.tasks.run.lock import episode_lock
 from celmask.tasks.run.plan import EpisodePlan, episode_id_of, load_plan, plan_episode
 from celmask.tasks.run.shot import Faults, ShotOutcome, run_shot
 from celmask.tasks.segment.config import SegmentConfig
+from celmask.tasks.segment.model_files import check_model_files
 from celmask.tasks.segment.model_sets import preload_models
 
 SHOT_RETRIES = 2
@@ -69,8 +73,9 @@ def artifact_slug(text: str) -> str:
 
 
 def check_settings(config: dict[str, Any] | None) -> dict[str, Any]:
-    """``config`` checked now (a bad key fails the run before any work), as given."""
-    apply(SegmentConfig(), config or {}, where="config")
+    """``config`` checked now (a bad key, or a model file from a directory the worker does
+    not allow, fails the run before any work), as given."""
+    check_model_files(apply(SegmentConfig(), config or {}, where="config"))
     return dict(config or {})
 
 
@@ -82,8 +87,20 @@ def _retry_transient(task, task_run, state) -> bool:
     try:
         state.result()
     except Exception as error:  # the failure itself
-        return is_transient(error)
+        return is_transient(error) or _server_away(error)
     return False
+
+
+def _server_away(error: Exception) -> bool:
+    """A GPU slot not had because the server did not answer (it or its database was
+    restarting), rather than because the limit is missing."""
+    import httpx
+    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
+
+    cause = error.__cause__
+    if not isinstance(error, ConcurrencySlotAcquisitionError) or cause is None:
+        return False
+    return not isinstance(cause, httpx.HTTPStatusError) or cause.response.status_code >= 500
 
 
 def _shot_markdown(episode_id: str, outcome: ShotOutcome, thumbnail: bytes | None) -> str:
@@ -151,7 +168,24 @@ _local_slot: ContextVar[threading.BoundedSemaphore | None] = ContextVar("celmask
 @contextlib.contextmanager
 def _compute_slot(gpu_limit: str | None) -> Iterator[None]:
     with _local_slot.get() or contextlib.nullcontext(), _gpu_slot(gpu_limit):
-        yield
+        held = time.time()
+        try:
+            yield
+        finally:
+            if gpu_limit:
+                _log_slot_held(gpu_limit, held, time.time())
+
+
+SLOT_LOG = "held a slot of {limit} from {start} to {end}"
+"""The shot run's log line for its GPU slot, times in UTC ISO format: read inside the
+slot, so the intervals of a night show how many shots held one at once."""
+
+
+def _log_slot_held(limit: str, start: float, end: float) -> None:
+    from prefect.logging import get_run_logger
+
+    iso = functools.partial(datetime.datetime.fromtimestamp, tz=datetime.UTC)
+    get_run_logger().info(SLOT_LOG.format(limit=limit, start=iso(start).isoformat(), end=iso(end).isoformat()))
 
 
 def _gpu_slot(name: str | None):
@@ -293,10 +327,11 @@ def _run_deployed(
 
     pending = {submit(shot, 0): (shot, 0) for shot in plan.work_order}
     with get_client(sync_client=True) as client:
+        watch = RunWatch(client)
         while pending:
             time.sleep(POLL_SECONDS)
             for run_id, (shot, attempt) in list(pending.items()):
-                state = client.read_flow_run(run_id).state
+                state = watch.state(run_id)
                 if state is None or not state.is_final():
                     continue
                 del pending[run_id]
@@ -380,36 +415,37 @@ def episode_flow(
         )
     if workers < 1:
         raise CelmaskError("workers", f"must be >= 1, got {workers}")
-    # The run itself carries the episode's tag; its task runs do not: a tagged task run
-    # asks the server for tag concurrency slots as it starts and ends (two requests each).
-    _tag_this_run(f"episode:{episode_dir.name}")
-    plan = plan_task(video, episode_dir, settings)
-    progress = _Progress(plan)
-    if shot_deployment:
-        _run_deployed(plan, out, settings, faults, shot_deployment, gpu_limit, progress)
-    else:
-        _run_local(plan, episode_dir, settings, faults, workers, progress)
-    result = finish_task(episode_dir, plan)
-    create_table_artifact(
-        _shots_table(result),
-        key=f"{artifact_slug(plan.episode_id)}-shots",
-        description=f"ep-{plan.episode_id}: every shot",
-    )
-    if result.failed:
-        first = next(s for s in result.summaries if s.status != "ok")
-        written = "the others are written" if len(result.failed) < len(plan.shots) else "so none is written"
-        raise ShotsFailed(
-            episode_dir,
-            f"shots {result.failed} of {len(plan.shots)} failed, {written} (first failure: {first.error})",
-            f"see {result.report}; re-run one with `celmask rerun {episode_dir} --shot N`",
+    with episode_lock(episode_dir, "episode flow"):  # one run at a time writes the episode
+        # The run itself carries the episode's tag; its task runs do not: a tagged task run
+        # asks the server for tag concurrency slots as it starts and ends (two requests each).
+        _tag_this_run(f"episode:{episode_dir.name}")
+        plan = plan_task(video, episode_dir, settings)
+        progress = _Progress(plan)
+        if shot_deployment:
+            _run_deployed(plan, out, settings, faults, shot_deployment, gpu_limit, progress)
+        else:
+            _run_local(plan, episode_dir, settings, faults, workers, progress)
+        result = finish_task(episode_dir, plan)
+        create_table_artifact(
+            _shots_table(result),
+            key=f"{artifact_slug(plan.episode_id)}-shots",
+            description=f"ep-{plan.episode_id}: every shot",
         )
-    if result.success is None:
-        raise CelmaskError(episode_dir, f"not complete: {result.problem}", "run `celmask validate` on it")
-    return {
-        "episode_dir": str(episode_dir),
-        "report": str(result.report),
-        "shots": len(plan.shots),
-        "cached": progress.state.cached,
-        "frames": plan.frame_count,
-        "success": result.success,
-    }
+        if result.failed:
+            first = next(s for s in result.summaries if s.status != "ok")
+            written = "the others are written" if len(result.failed) < len(plan.shots) else "so none is written"
+            raise ShotsFailed(
+                episode_dir,
+                f"shots {result.failed} of {len(plan.shots)} failed, {written} (first failure: {first.error})",
+                f"see {result.report}; re-run one with `celmask rerun {episode_dir} --shot N`",
+            )
+        if result.success is None:
+            raise CelmaskError(episode_dir, f"not complete: {result.problem}", "run `celmask validate` on it")
+        return {
+            "episode_dir": str(episode_dir),
+            "report": str(result.report),
+            "shots": len(plan.shots),
+            "cached": progress.state.cached,
+            "frames": plan.frame_count,
+            "success": result.success,
+        }

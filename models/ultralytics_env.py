@@ -24,6 +24,7 @@ it was imported first the flag is set on the modules that read it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -62,6 +63,11 @@ def _safe_load_everywhere() -> None:
     """Safe loading on, and known to be: an ultralytics imported before the flag was
     set gets it on the modules that read it at import; one without it is refused."""
     os.environ[SAFE_LOAD_ENV] = "1"
+    if "ultralytics" not in sys.modules:
+        # Its logger writes to the sys.stdout of its import (its first-run settings
+        # banner among others): make that stderr, so stdout stays the command's (--json).
+        with contextlib.redirect_stdout(sys.stderr):
+            import ultralytics
     import ultralytics
     import ultralytics.utils
 

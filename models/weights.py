@@ -259,17 +259,20 @@ def file_sha256(path: str | Path) -> str:
 
 
 def cached_sha256(path: Path, *, cache_dir: str | os.PathLike | None = None, fresh: bool = False) -> str:
-    """SHA-256 of ``path``, remembered per (path, size, mtime) in the cache directory,
-    so a multi-GB checkpoint is read once, not at every run. ``fresh``: read it anyway
-    (a check against a pin must not trust a record a same-size, same-mtime file fools)."""
+    """SHA-256 of ``path``, remembered per (path, size, mtime, inode, ctime) in the cache
+    directory, so a multi-GB checkpoint is read once, not at every run. A file replaced
+    by another of the same size, its mtime set back, still has another inode (a rename
+    over it) or a newer ctime (written in place; no one can set ctime back), so it is
+    read again. ``fresh``: read it anyway (a check against a pin trusts no record)."""
     record = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / HASHES_NAME
     stat = path.stat()
     entry = str(path.resolve())
-    known = _read_hashes(record)
-    if not fresh and known.get(entry, [None, None, None])[:2] == [stat.st_size, stat.st_mtime_ns]:
-        return known[entry][2]
+    key = [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns]
+    known = _read_hashes(record).get(entry)
+    if not fresh and isinstance(known, list) and known[:-1] == key:
+        return known[-1]
     digest = file_sha256(path)
-    _remember(record, entry, [stat.st_size, stat.st_mtime_ns, digest])
+    _remember(record, entry, [*key, digest])
     return digest
 
 

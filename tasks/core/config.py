@@ -266,6 +266,10 @@ def load_config(default: C, path: str | Path | None = None, overrides: Iterable[
             settings = tomllib.loads(path.read_text())
         except FileNotFoundError:
             raise CelmaskError(path, "config file not found", "pass an existing TOML file to --config") from None
+        except OSError as error:  # a directory, no permission
+            raise CelmaskError(
+                path, f"cannot be read as a config file ({error.strerror})", "pass a readable TOML file to --config"
+            ) from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise CelmaskError(
                 path, f"is not valid TOML ({error})", 'write flat keys, e.g. "detector.weights" = "x.pt"'

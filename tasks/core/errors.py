@@ -6,6 +6,7 @@ without a traceback; everything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -64,3 +65,20 @@ def first_line(error: BaseException) -> str:
     put advice of their own (ultralytics, torch) on the lines below."""
     lines = str(error).strip().splitlines()
     return lines[0] if lines else ""
+
+
+_OUTPUT_PROBLEMS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "on a read-only file system",
+    errno.EACCES: "not writable (permission denied)",
+    errno.EPERM: "not writable (operation not permitted)",
+    errno.ENOTDIR: "a file stands where a directory should be",
+    errno.EEXIST: "a file stands where a directory should be",
+}
+
+
+def output_problem(error: OSError) -> str | None:
+    """What an OS error writing output means to an operator (a full disk, a read-only
+    file system, a file where OUT should be), or None for other errors (bugs)."""
+    return _OUTPUT_PROBLEMS.get(error.errno)

@@ -8,14 +8,19 @@ again. Remote videos are not copied just to be fingerprinted: their version in t
 listing (size, and the storage's ETag or modification time where it gives one) is
 compared with the one recorded when their episode completed. Names starting with
 ``.`` or ``_`` are skipped (hidden files, uploads in progress), and so is anything
-that is not a video file.
+that is not a video file; a symbolic link that leaves a local inbox is listed with a
+problem and never opened. Credentials in an inbox URL (``s3://KEY:SECRET@bucket``,
+signed query strings) are never shown: errors, records and the nightly table carry
+:func:`redact` of it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +28,7 @@ from pathlib import Path
 from celmask.tasks.core.atomic import write_atomic
 from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.manifest.layout import SUCCESS_NAME, inbox_source_path
+from celmask.tasks.run.lock import alive
 from celmask.tasks.video import fingerprint
 
 VIDEO_SUFFIXES = frozenset(f".{s}" for s in "mp4 mkv mov avi webm m4v ts m2ts gif".split())
@@ -58,6 +64,18 @@ class InboxItem:
         return is_url(self.source)
 
 
+_USERINFO = re.compile(r"([a-zA-Z][\w+.-]*://)[^/@:\s]+(?::[^@\s]*)?@")
+_SECRET_QUERY = re.compile(
+    r"([?&][^=&\s]*(?:sig|signature|token|key|secret|password|credential)[^=&\s]*=)[^&\s]+", re.IGNORECASE
+)
+
+
+def redact(text: str) -> str:
+    """``text`` (a URL, or a message naming one) with its credentials replaced by ``***``:
+    the user and password of a URL, and query values that look like keys or signatures."""
+    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\1***@", str(text)))
+
+
 def is_url(location: str | os.PathLike) -> bool:
     """A URL fsspec opens (``memory://``, ``s3://``, ...); ``file://`` counts as local."""
     text = str(location)
@@ -72,40 +90,58 @@ def _wanted(name: str) -> bool:
     return not name.startswith((".", "_")) and Path(name).suffix.lower() in VIDEO_SUFFIXES
 
 
-def _list_local(inbox: str) -> list[tuple[str, str, int, str]]:
+def _outside(path: Path, root: Path) -> str:
+    """Where a symbolic link in the inbox leads when that is outside it, else ''."""
+    if not path.is_symlink():
+        return ""
+    target = Path(os.path.realpath(path))
+    return "" if target.is_relative_to(os.path.realpath(root)) else str(target)
+
+
+def _list_local(inbox: str) -> list[tuple[str, str, int, str, str]]:
     root = _local(inbox)
     if not root.exists():
         raise CelmaskError(inbox, "inbox does not exist", "create it, or pass the folder new episodes are put in")
     if not root.is_dir():
         raise CelmaskError(inbox, "inbox is not a directory", "pass the folder new episodes are put in")
     try:
-        return [(p.name, str(p), p.stat().st_size, "") for p in root.iterdir() if _wanted(p.name) and p.is_file()]
+        items = []
+        for p in root.iterdir():
+            if not _wanted(p.name):
+                continue
+            if target := _outside(p, root):
+                items.append((p.name, str(p), 0, "", f"a link to {target}, outside the inbox: not opened"))
+            elif p.is_file():
+                items.append((p.name, str(p), p.stat().st_size, "", ""))
+        return items
     except OSError as error:
         raise CelmaskError(
             inbox, f"inbox cannot be listed ({error.strerror or error})", "check its permissions"
         ) from error
 
 
-def _list_remote(inbox: str) -> list[tuple[str, str, int, str]]:
+def _list_remote(inbox: str) -> list[tuple[str, str, int, str, str]]:
     from fsspec.core import url_to_fs
 
     try:
         fs, root = url_to_fs(inbox)
         if not fs.isdir(root):
-            raise CelmaskError(inbox, "inbox does not exist", "create it, or pass the URL new episodes are put in")
+            raise CelmaskError(
+                redact(inbox), "inbox does not exist", "create it, or pass the URL new episodes are put in"
+            )
         entries = fs.ls(root, detail=True)
     except CelmaskError:
         raise
     except ImportError as error:  # fsspec names the package the protocol needs
         raise CelmaskError(
-            inbox, f"cannot be opened ({error})", "install that package in celmask's environment"
-        ) from error
+            redact(inbox), f"cannot be opened ({redact(error)})", "install that package in celmask's environment"
+        ) from None
     except Exception as error:  # unknown protocol, credentials, network
         raise CelmaskError(
-            inbox,
-            f"inbox cannot be listed ({type(error).__name__}: {error})",
+            redact(inbox),
+            f"inbox cannot be listed ({type(error).__name__}: {redact(error)})",
             "check the URL and the storage's credentials",
-        ) from error
+        ) from None
     base = inbox.rstrip("/")
     items = []
     for entry in entries:
@@ -113,7 +149,7 @@ def _list_remote(inbox: str) -> list[tuple[str, str, int, str]]:
         if entry.get("type") == "file" and _wanted(name):
             size = int(entry.get("size") or 0)
             stamp = next((f", {key} {entry[key]}" for key in VERSION_KEYS if entry.get(key)), "")
-            items.append((name, f"{base}/{name}", size, f"{size} bytes{stamp}"))
+            items.append((name, f"{base}/{name}", size, f"{size} bytes{stamp}", ""))
     return items
 
 
@@ -156,8 +192,11 @@ def find_episodes(inbox: str, out: str | Path) -> list[InboxItem]:
     out = Path(out)
     first: dict[str, str] = {}
     items = []
-    for name, source, size, version in listed:
+    for name, source, size, version, problem in listed:
         episode_id = Path(name).stem
+        if problem:
+            items.append(InboxItem(episode_id, source, size, False, "not run", problem, version))
+            continue
         if episode_id in first:
             items.append(
                 InboxItem(
@@ -190,6 +229,9 @@ def fetch(item: InboxItem, staging: str | Path) -> Path:
     import fsspec
 
     staging.mkdir(parents=True, exist_ok=True)
+    for stale in staging.glob(f".{glob.escape(item.name)}.*.part"):  # a killed run's copy
+        if stale.name.split(".")[-2].isdigit() and not alive(int(stale.name.split(".")[-2])):
+            stale.unlink(missing_ok=True)
     partial = staging / f".{item.name}.{os.getpid()}.part"
     try:
         with fsspec.open(item.source, "rb") as src, open(partial, "wb") as dst:
@@ -199,10 +241,10 @@ def fetch(item: InboxItem, staging: str | Path) -> Path:
         with contextlib.suppress(OSError):
             partial.unlink()
         raise CelmaskError(
-            item.source,
-            f"cannot be copied to {staging} ({type(error).__name__}: {error})",
+            redact(item.source),
+            f"cannot be copied to {staging} ({type(error).__name__}: {redact(error)})",
             "check the storage and the free space; the next run tries again",
-        ) from error
+        ) from None
     return target
 
 
@@ -211,4 +253,4 @@ def record_source(item: InboxItem, out: str | Path) -> None:
     file replaced in the inbox is run again (local files carry their fingerprint)."""
     record = inbox_source_path(Path(out) / item.episode_id)
     record.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(record, json.dumps({"source": item.source, "version": item.version}).encode())
+    write_atomic(record, json.dumps({"source": redact(item.source), "version": item.version}).encode())

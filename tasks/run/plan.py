@@ -29,8 +29,11 @@ from celmask.tasks.core.types import Shot
 from celmask.tasks.manifest.layout import PLAN_NAME, RUN_DIR, plan_path
 from celmask.tasks.shots.detect import ShotConfig, detect_shots
 from celmask.tasks.video import VideoInfo, fingerprint, probe
+from celmask.tasks.video.decoding import missing_frames
 
 PLAN_VERSION = 1
+MAX_EPISODE_ID_BYTES = 200
+"""Longest episode id: a directory name, with room for the temporary names beside it (255 bytes)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,10 @@ class EpisodePlan:
     """The segmentation settings of the episode run, flat dotted keys (celmask.tasks.core.config.flatten)."""
     shot_learned: dict[str, Any] = field(default_factory=dict)
     """What shot detection's learned model did (ShotResult.learned): mode, model id with checksum, device, frames read."""
+    missing_frames: tuple[int, ...] = ()
+    """Frames of the video that did not decode (damage): their places hold the frame
+    before (celmask.tasks.video.decoding.missing_frames); the episode table,
+    ``_SUCCESS.json`` and validate report them."""
     version: int = PLAN_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,7 +65,19 @@ class EpisodePlan:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EpisodePlan:
-        return cls(**{**d, "size": tuple(d["size"]), "shots": tuple(Shot(**s) for s in d["shots"])})
+        return cls(
+            **{
+                **d,
+                "size": tuple(d["size"]),
+                "shots": tuple(Shot(**s) for s in d["shots"]),
+                "missing_frames": tuple(d.get("missing_frames", ())),
+            }
+        )
+
+    @property
+    def video_damage(self) -> dict[str, Any] | None:
+        """What the episode's records say of a damaged video, or None when it is whole."""
+        return {"missing_frames": list(self.missing_frames)} if self.missing_frames else None
 
     @property
     def unchanged_video(self) -> str | None:
@@ -99,13 +118,20 @@ def load_plan(episode_dir: str | Path) -> EpisodePlan:
         ) from None
     except (OSError, ValueError) as error:
         raise CelmaskError(path, f"unreadable ({error})", "run the episode again to rewrite it") from None
+    if not isinstance(data, dict):
+        raise CelmaskError(path, "not a plan celmask wrote (not a JSON object)", "run the episode again to rewrite it")
     if data.get("version") != PLAN_VERSION:
         raise CelmaskError(
             path,
             f"plan version {data.get('version')!r}, this celmask reads {PLAN_VERSION}",
             "run the episode again with this celmask",
         )
-    return EpisodePlan.from_dict(data)
+    try:
+        return EpisodePlan.from_dict(data)
+    except (TypeError, KeyError, ValueError, AttributeError) as error:
+        raise CelmaskError(
+            path, f"not a plan celmask wrote ({type(error).__name__}: {error})", "run the episode again to rewrite it"
+        ) from None
 
 
 def save_plan(episode_dir: str | Path, plan: EpisodePlan) -> None:
@@ -118,11 +144,25 @@ def episode_id_of(video: str | Path, episode_id: str | None = None) -> str:
     """The episode id: ``episode_id`` if given, else the video file's stem; checked to be
     a plain directory name."""
     value = episode_id if episode_id is not None else Path(str(video)).stem
-    if not value or value in (".", "..") or "/" in value or os.sep in value or value.startswith(("_", ".")):
+    plain = (
+        value
+        and value.strip() == value
+        and value.isprintable()
+        and not set(value) & {"/", "\\", os.sep}
+        and not value.startswith(("_", "."))
+    )
+    if not plain:
         raise CelmaskError(
             f"episode id {value!r}",
-            "must be a plain directory name not starting with '_' or '.'",
+            "must be a plain directory name: printable, no slash or backslash, no leading or trailing "
+            "space, not starting with '_' or '.'",
             "pass --episode-id with letters, digits, '-' or '_'",
+        )
+    if len(value.encode()) > MAX_EPISODE_ID_BYTES:
+        raise CelmaskError(
+            f"episode id {value[:20]!r}...",
+            f"is {len(value.encode())} bytes long, at most {MAX_EPISODE_ID_BYTES} fit in a file name",
+            "pass a shorter --episode-id",
         )
     return value
 
@@ -160,6 +200,8 @@ def plan_episode(
     else:
         result = detect_shots(video, shot_config, info=info)
         shots, learned = tuple(result.shots), result.learned
+    # the shots seek by these times anyway: computed here once, they are cached for them
+    missing = old.missing_frames if reused else missing_frames(video)
     plan = EpisodePlan(
         episode_id=episode_dir.name,
         video=str(Path(video).resolve()),
@@ -171,6 +213,7 @@ def plan_episode(
         shot_config=shot_settings,
         config=dict(config),
         shot_learned=learned,
+        missing_frames=missing,
     )
     if plan != old:
         save_plan(episode_dir, plan)

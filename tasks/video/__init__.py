@@ -27,8 +27,12 @@ frame where it stopped.
 Frame numbering contract: index ``i`` is the ``i``-th frame FFmpeg delivers when
 decoding the whole video stream from its start with every frame kept
 (``-fps_mode passthrough``) -- the same numbering as ``ffprobe -show_frames``
-and as reading frame by frame with OpenCV; ``len(frame_times(path))`` frames in all. Packets that cannot be decoded at all
-produce no frame and so no index (a :class:`DecodeIssue` says so).
+and as reading frame by frame with OpenCV; ``len(frame_times(path))`` frames in all. On a
+constant-rate stream, packets that cannot be decoded at all keep their places: index
+``i`` stays the video's ``i``-th frame in presentation order, and each undecodable frame
+is delivered with the picture before it and a :class:`DecodeIssue` saying so
+(``decoding.missing_frames``; issue 13). On a variable-rate stream a gap cannot be told
+from the timing, so such packets produce no frame and no index.
 """
 
 from celmask.tasks.core.types import DecodeIssue, Frame

@@ -363,15 +363,39 @@ def _raise_if_stopped_early(
 # --------------------------------------------------------------------------- frame_times
 
 
+def lost_between(last_time: float | None, t: float, info: VideoInfo) -> int:
+    """Frames a constant-rate stream skipped between two decoded frames: packets that
+    did not decode at all (0 on a variable-rate stream, where gaps are the timing)."""
+    step = _cfr_step(info)
+    if last_time is None or not step or not math.isfinite(t - last_time):
+        return 0
+    return max(0, int(round((t - last_time) / step)) - 1)
+
+
+def _cfr_step(info: VideoInfo) -> float:
+    return 0.0 if info.variable_frame_rate or info.fps <= 0 else 1.0 / info.fps
+
+
 def frame_times(path: str | os.PathLike) -> np.ndarray:
     """Presentation times of every frame, in seconds from the stream's start time.
 
     A decode without pixel output (``-f null``, showinfo timestamps), so ``len(result)`` is the
-    true number of frames :func:`iter_frames` yields for the whole file. ``float64``, shape
-    ``(n,)``, read-only (cached per device/inode/size/mtime; copy it to modify).
+    true number of frames :func:`iter_frames` yields for the whole file, frames that did not
+    decode included (at the times a constant frame rate puts them, :func:`missing_frames`).
+    ``float64``, shape ``(n,)``, read-only (cached per device/inode/size/mtime; copy it to modify).
 
     Raises :class:`VideoError` on bad input or when decoding stops before the end of the stream.
     """
+    return _times(path)[0]
+
+
+def missing_frames(path: str | os.PathLike) -> tuple[int, ...]:
+    """Indices of the frames of a constant-rate stream whose packets did not decode at
+    all: :func:`iter_frames` keeps their places with the picture before (damage)."""
+    return _times(path)[1]
+
+
+def _times(path: str | os.PathLike) -> tuple[np.ndarray, tuple[int, ...]]:
     pr = _probe(path)
     abspath, st = _check_file(path)
     key = _stat_key(st)
@@ -380,9 +404,15 @@ def frame_times(path: str | os.PathLike) -> np.ndarray:
         return cached
     run = _FFmpegRun(_command(pr, size=None, gray=False, seek=None), pr.info.codec, pr.url)
     out: list[float] = []
+    missing: list[int] = []
     try:
         for rec, _ in run.frames(0):
-            out.append(_time_of(pr, rec.pts, run.time_base))
+            t = _time_of(pr, rec.pts, run.time_base)
+            last = out[-1] if out else None
+            for k in range(1, lost_between(last, t, pr.info) + 1):
+                missing.append(len(out))
+                out.append(last + k * _cfr_step(pr.info))
+            out.append(t)
         rc = run.finish()
         _raise_if_stopped_early(
             pr,
@@ -398,8 +428,8 @@ def frame_times(path: str | os.PathLike) -> np.ndarray:
         run.close()
     times = np.asarray(out, dtype=np.float64)
     times.flags.writeable = False
-    _cache_put(_TIMES_CACHE, abspath, key, times)
-    return times
+    _cache_put(_TIMES_CACHE, abspath, key, (times, tuple(missing)))
+    return times, tuple(missing)
 
 
 # --------------------------------------------------------------------------- iter_frames
@@ -570,11 +600,12 @@ def _attempt(
     shape = (h, w) if gray else (h, w, 3)
     run = _FFmpegRun(_command(pr, size=size, gray=gray, seek=seek, deblock=deblock), pr.info.codec, pr.url)
     matching = seek is not None
-    cfr_step = 0.0 if pr.info.variable_frame_rate or pr.info.fps <= 0 else 1.0 / pr.info.fps
     try:
         ordinal = 0  # frames ffmpeg delivered in this run
+        lost = 0  # frames that did not decode before this one (their places are kept)
         next_index = start  # index of the next frame to yield
         last_time: float | None = None
+        last_image: np.ndarray | None = None
         unmatched = 0
         warned_times = False
         for rec, buf in run.frames(w * h * (1 if gray else 3)):
@@ -589,7 +620,19 @@ def _attempt(
                 if j > next_index and j >= start:
                     raise _Restart(next_index, f"frame {next_index} did not come after the seek")
             else:
-                j = ordinal
+                gap = lost_between(last_time, t, pr.info)
+                for k in range(gap):  # undecodable frames keep their place, with the picture before
+                    index = ordinal + lost + k
+                    if start <= index and (end is None or index < end):
+                        step_t = last_time + (k + 1) * _cfr_step(pr.info)
+                        report(DecodeIssue(index, step_t, "could not be decoded; its place holds the frame before"))
+                        yield Frame(
+                            index, step_t, (last_image if last_image is not None else buf.reshape(shape)).copy()
+                        )
+                lost += gap
+                if gap and end is not None and ordinal + lost >= end:
+                    return
+                j = ordinal + lost
                 if times is not None and not warned_times and j < len(times) and abs(times[j] - t) > 1e-4:
                     warned_times = True
                     log.warning(
@@ -601,21 +644,12 @@ def _attempt(
                     )
             ordinal += 1
             if j < next_index:  # frames before start (or pre-roll after a seek)
-                last_time = t
+                last_time, last_image = t, buf.reshape(shape)
                 continue
-            messages = rec.messages
-            if not matching and last_time is not None and cfr_step and math.isfinite(t - last_time):
-                lost = int(round((t - last_time) / cfr_step)) - 1
-                if lost > 0:  # a constant-rate stream skipped frames: packets that did not decode
-                    messages = [
-                        *messages,
-                        f"{lost} frame(s) between {last_time:.3f} s and {t:.3f} s could not be "
-                        f"decoded and are missing (later indices shift by {lost})",
-                    ]
-            if messages:
-                report(DecodeIssue(j, t, _join_messages(messages)))
+            if rec.messages:
+                report(DecodeIssue(j, t, _join_messages(rec.messages)))
             yield Frame(j, t, buf.reshape(shape))
-            last_time, next_index = t, j + 1
+            last_time, last_image, next_index = t, buf.reshape(shape), j + 1
             if end is not None and next_index >= end:
                 return
         rc = run.finish()

@@ -160,7 +160,7 @@ def test_digests_are_cached_per_path_size_and_mtime(tmp_path):
     assert weights_id(path, cache_dir=cache) == f"toy.pth@sha256:{real}"
     record = cache / HASHES_NAME
     known = json.loads(record.read_text())
-    known[str(path.resolve())][2] = "0" * 64  # a remembered digest is used as is: the file is not read again
+    known[str(path.resolve())][-1] = "0" * 64  # a remembered digest is used as is: the file is not read again
     record.write_text(json.dumps(known))
     assert cached_sha256(path, cache_dir=cache) == "0" * 64
     stat = path.stat()

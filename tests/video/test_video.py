@@ -25,6 +25,7 @@ from celmask.tasks.video import (
 )
 from celmask.tasks.video import decoding as video_decode
 from celmask.tasks.video import probing as video_probe
+from celmask.tasks.video.decoding import missing_frames
 from tests.support.clips import CORRUPT_BYTES
 
 pytestmark = pytest.mark.skipif(
@@ -433,14 +434,19 @@ def test_corrupt_middle_yields_all_frames_and_reports_issue(clip, caplog):
 
     issues: list[DecodeIssue] = []
     frames = list(iter_frames(path, width=64, on_issue=issues.append))
-    ref = ffprobe_times(path)
-    assert len(frames) == len(ref) >= 90  # decoding went on to the end
-    assert frames[-1].time == pytest.approx(3.96, abs=1e-6)
-    assert [f.index for f in frames] == list(range(len(frames)))
+    decoded = ffprobe_times(path)
+    assert 90 <= len(decoded) < 100  # packets that decoded to nothing
+    # issue 13: every frame of the video keeps its presentation index, those that did not
+    # decode included, marked and holding the picture before
+    assert len(frames) == len(frame_times(path)) == 100
+    assert [f.index for f in frames] == list(range(100))
+    assert [f.time for f in frames] == pytest.approx([i / 25 for i in range(100)], abs=1e-6)
+    missing = missing_frames(path)
+    assert len(missing) == 100 - len(decoded)
+    assert sorted(i.index for i in issues if "could not be decoded" in i.message) == list(missing)
+    assert all((frames[i].image == frames[i - 1].image).all() for i in missing)
     assert issues and all("\n" not in i.message for i in issues)
     assert any(min(hit) - 8 <= i.index <= max(hit) + 8 for i in issues), (hit, [(i.index, i.message) for i in issues])
-    if len(frames) < 100:  # packets that did not decode at all are named as missing frames
-        assert any("could not be decoded" in i.message for i in issues)
 
     caplog.set_level(logging.WARNING, logger="celmask.video")
     n = sum(1 for _ in iter_frames(path, width=32))
