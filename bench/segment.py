@@ -22,6 +22,7 @@ second overall and per stage; then the model calls held frames saved.
     .venv/bin/python bench/segment.py                         # 3 generated + 2 real-art episodes x 30 s
     .venv/bin/python bench/segment.py --episodes 1 --duration 10 --detectors unstable --art none
     .venv/bin/python bench/segment.py --episodes 0 --art-episodes 2 --detectors builtin   # real art only
+    .venv/bin/python bench/segment.py --configs 3,4 --set flow.work_width=480   # propagation rows, a setting changed
 """
 
 from __future__ import annotations
@@ -83,6 +84,12 @@ def main() -> int:
     )
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "bench-segment")
     parser.add_argument("--detectors", default="builtin,unstable", help="comma list of builtin, unstable")
+    parser.add_argument(
+        "--configs", default="", help="comma list of the configurations' row numbers to run, 1-5 (default all)"
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a setting added to every configuration"
+    )
     parser.add_argument("--level", type=float, default=1.0, help="strength of the unstable detections (default 1)")
     parser.add_argument(
         "--art",
@@ -152,10 +159,15 @@ def run_tables(episodes: list[Path], args: argparse.Namespace) -> None:
             + " ".join(f"{k[:7]:>7}" for k in STAGES)
         )
         result = None
-        for name, settings in CONFIGS.items():
+        rows = {int(r) for r in args.configs.split(",") if r} or set(range(1, len(CONFIGS) + 1))
+        for row, (name, settings) in enumerate(CONFIGS.items(), 1):
+            if row not in rows:
+                continue
             result = EpisodeEval(SegScore.combine([]))
             for episode in episodes:
-                config = load_config(SegmentConfig(), None, detector_settings(detector, episode, args.level) + settings)
+                config = load_config(
+                    SegmentConfig(), None, detector_settings(detector, episode, args.level) + settings + args.set
+                )
                 result = result.add(evaluate_episode(episode, config))
             print_row(name, result)
         if result is not None:

@@ -28,17 +28,27 @@ the background can look reliable; only agreement vouches for a mask for long). W
 is low and the frame has its own detection, the caller lets the detection stand. Work
 per object is confined to its box widened by the step's largest move.
 
+Every track of a shot is propagated on its own, both ways, over the same drawings, so
+within :meth:`OpticalFlowPropagator.sharing` (one shot) the work that depends only on
+the drawings is done once (:class:`SharedWork`): each drawing at working size with its
+grey image and texture, and the flow between each two drawings, both ways, with its
+reliability. Results are the same bytes with or without it.
+
     propagator = OpticalFlowPropagator(OpticalFlowConfig())
-    for masks, confidence in propagator.propagate(frames, key_masks, guides):
-        ...
+    with propagator.sharing():   # optional: shares the flow between the propagations inside
+        for masks, confidence in propagator.propagate(frames, key_masks, guides):
+            ...
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterator, Sequence
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import cv2
 import numpy as np
@@ -60,12 +70,18 @@ TEXTURE_CONTRAST = 16
 """Grey-level range in a 3x3 neighbourhood above which a pixel is on a line or edge."""
 PAIR_SUM = np.ones((1, 2), np.float32)
 """cv2.transform matrix that adds a 2-channel image's channels."""
+SHARED_BYTES = 768 << 20
+"""Most bytes of drawings and flows :meth:`OpticalFlowPropagator.sharing` keeps, least
+recently used going first: a step both ways between two drawings keeps ~9 MB at the
+default 640-wide flow, so ~80 drawings of a shot are shared whole (most shots have
+fewer); a longer shot recomputes what went."""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class OpticalFlowConfig:
-    preset: Annotated[str, OneOf(tuple(PRESETS))] = "fast"
-    """DIS preset, one of PRESETS."""
+    preset: Annotated[str, OneOf(tuple(PRESETS))] = "ultrafast"
+    """DIS preset, one of PRESETS (ultrafast: as good as fast on the benchmarks, cheaper; bench/README.md)."""
     work_width: Annotated[int, Range(32)] = 640
     """Flow is computed on frames shrunk to this width (never enlarged); masks stay at full size."""
     fb_relative: Annotated[float, NON_NEGATIVE] = 0.01
@@ -118,22 +134,89 @@ def flow_model_id(config: OpticalFlowConfig) -> str:
     return model_id("flow", version=f"dis-{config.preset}")
 
 
+class SharedWork:
+    """Values computed from frames, kept by the frames' identity (``id``) for the
+    propagations of one shot; an entry holds its frames, so no id is reused while it
+    is kept. Entries past ``budget`` bytes go, least recently used first; 0 keeps none."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.computed: Counter[str] = Counter()
+        """Values computed per kind: what the sharing saved shows against the steps."""
+        self.peak = 0
+        """Most bytes kept at once."""
+        self._entries: OrderedDict[tuple[object, ...], tuple[object, tuple[np.ndarray, ...], int]] = OrderedDict()
+        self._bytes = 0
+
+    def peek(self, kind: str, frames: tuple[np.ndarray, ...]) -> object | None:
+        entry = self._entries.get((kind, *map(id, frames)))
+        return None if entry is None else entry[0]
+
+    def pop(self, kind: str, frames: tuple[np.ndarray, ...]) -> object | None:
+        """The kept value, no longer kept (its last use)."""
+        entry = self._entries.pop((kind, *map(id, frames)), None)
+        if entry is None:
+            return None
+        self._bytes -= entry[2]
+        return entry[0]
+
+    def get(self, kind: str, frames: tuple[np.ndarray, ...], make: Callable[[], tuple[T, int]]) -> T:
+        """The value of ``kind`` for ``frames``: kept, else ``make()`` -> (value, its bytes)."""
+        key = (kind, *map(id, frames))
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            return entry[0]  # type: ignore[return-value]
+        value, size = make()
+        self.computed[kind] += 1
+        if size <= self.budget:
+            self._entries[key] = (value, frames, size)
+            self._bytes += size
+            self.peak = max(self.peak, min(self._bytes, self.budget))
+            while self._bytes > self.budget:
+                _, (_, _, dropped) = self._entries.popitem(last=False)
+                self._bytes -= dropped
+        return value
+
+
 class OpticalFlowPropagator:
     """Masks carried by DIS optical flow, fused with the frame's agreeing detections."""
 
     def __init__(self, config: OpticalFlowConfig = OpticalFlowConfig()) -> None:
         self.config = config
         self.model_id = flow_model_id(config)
+        self._sharing = threading.local()
+
+    @property
+    def shared(self) -> SharedWork | None:
+        """The work shared inside :meth:`sharing` in this thread, else None."""
+        return getattr(self._sharing, "work", None)
+
+    @contextlib.contextmanager
+    def sharing(self, budget: int = SHARED_BYTES) -> Iterator[SharedWork]:
+        """Propagations started inside, in this thread, share the drawings at working size
+        and the flows between them, kept up to ``budget`` bytes and freed on exit. Keyed
+        by the frame arrays' identity: for the propagations of one shot, whose frames are
+        not changed in place meanwhile."""
+        self._sharing.work = SharedWork(budget)
+        try:
+            yield self._sharing.work
+        finally:
+            self._sharing.work = None
 
     def propagate(
         self, frames: Sequence[np.ndarray], masks: np.ndarray, guides: Sequence[Guide | None] | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """See :meth:`celmask.models.propagators.base.Propagator.propagate`."""
         masks = check_inputs(frames, masks, guides)
-        return self._steps(frames, masks, guides)
+        return self._steps(frames, masks, guides, self.shared or SharedWork(0))
 
     def _steps(
-        self, frames: Sequence[np.ndarray], masks: np.ndarray, guides: Sequence[Guide | None] | None
+        self,
+        frames: Sequence[np.ndarray],
+        masks: np.ndarray,
+        guides: Sequence[Guide | None] | None,
+        shared: SharedWork,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         cfg = self.config
         frame_size = masks.shape[1:]
@@ -141,17 +224,14 @@ class OpticalFlowPropagator:
         work = _work_size(frame_size, cfg.work_width)
         tracks = [_start(m, cfg) for m in masks]
         grid = np.dstack(np.meshgrid(np.arange(work[1], dtype=np.float32), np.arange(work[0], dtype=np.float32)))
-        previous = _shrink(frames[0], work)
         for t in range(1, len(frames)):
-            current = _shrink(frames[t], work)
-            pair = _flow_pair(dis, previous, current, frame_size, grid, cfg)
+            pair = _shared_pair(shared, dis, frames[t - 1], frames[t], work, grid, cfg)
             guide = guides[t] if guides is not None else None
             out = np.zeros(masks.shape, bool)
             confidence = np.zeros(len(masks), np.float32)
             for i, track in enumerate(tracks):
                 detected = guide.mask[i] if guide is not None and guide.present[i] else None
                 tracks[i], confidence[i] = _step(track, pair, detected, out[i], cfg)
-            previous = current
             yield out, confidence
 
 
@@ -176,8 +256,56 @@ def _work_size(frame_size: tuple[int, int], work_width: int) -> tuple[int, int]:
     return max(8, round(height * work_width / width)), work_width
 
 
-def _shrink(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return rgb if rgb.shape[:2] == size else cv2.resize(rgb, size[::-1], interpolation=cv2.INTER_AREA)
+@dataclass(frozen=True)
+class _Drawing:
+    """A frame at working size, with what every flow to or from it needs."""
+
+    rgb: np.ndarray
+    grey: np.ndarray
+    textured: np.ndarray
+    """See :func:`_textured`."""
+
+
+def _drawing(rgb: np.ndarray, size: tuple[int, int]) -> _Drawing:
+    work = rgb if rgb.shape[:2] == size else cv2.resize(rgb, size[::-1], interpolation=cv2.INTER_AREA)
+    grey = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY)
+    return _Drawing(work, grey, _textured(grey))
+
+
+def _shared_pair(
+    shared: SharedWork,
+    dis: cv2.DISOpticalFlow,
+    previous: np.ndarray,
+    current: np.ndarray,
+    work: tuple[int, int],
+    grid: np.ndarray,
+    cfg: OpticalFlowConfig,
+) -> _Pair:
+    """The :class:`_Pair` of two full-size frames, from ``shared`` where it was made
+    before; the step the other way reuses its two DIS flows, swapped."""
+
+    def make() -> tuple[_Pair, int]:
+        a, b = (
+            shared.get("drawing", (rgb,), lambda rgb=rgb: _sized(_drawing(rgb, work))) for rgb in (previous, current)
+        )
+        reverse = shared.pop("flows", (current, previous))
+        if reverse is not None:
+            backward, forward = reverse  # type: ignore[misc]
+        else:
+            forward, backward = shared.get(
+                "flows",
+                (previous, current),
+                lambda: _sized((dis.calc(a.grey, b.grey, None), dis.calc(b.grey, a.grey, None))),
+            )
+        return _sized(_flow_pair(a, b, forward, backward, previous.shape[:2], grid, cfg))
+
+    return shared.get("pair", (previous, current), make)
+
+
+def _sized(value: T) -> tuple[T, int]:
+    """``value`` and the bytes of its arrays (a tuple's, or a dataclass's fields')."""
+    parts = value if isinstance(value, tuple) else vars(value).values()
+    return value, sum(p.nbytes for p in parts if isinstance(p, np.ndarray))
 
 
 @dataclass(frozen=True)
@@ -245,26 +373,24 @@ def _same_colour(a: np.ndarray, b: np.ndarray, tolerance: float) -> np.ndarray:
 
 
 def _flow_pair(
-    dis: cv2.DISOpticalFlow,
-    previous: np.ndarray,
-    current: np.ndarray,
+    previous: _Drawing,
+    current: _Drawing,
+    forward: np.ndarray,
+    backward: np.ndarray,
     frame_size: tuple[int, int],
     grid: np.ndarray,
     cfg: OpticalFlowConfig,
 ) -> _Pair:
-    """DIS flow both ways between two working-size frames; the backward flow (the one
-    masks are warped with) gets its forward-backward and colour reliability."""
-    grey_previous = cv2.cvtColor(previous, cv2.COLOR_RGB2GRAY)
-    grey_current = cv2.cvtColor(current, cv2.COLOR_RGB2GRAY)
-    forward = dis.calc(grey_previous, grey_current, None)
-    backward = dis.calc(grey_current, grey_previous, None)
-    h, w = grey_current.shape
+    """The step between two working-size drawings from the DIS flows between them both
+    ways; the backward flow (the one masks are warped with) gets its forward-backward
+    and colour reliability."""
+    h, w = current.grey.shape
     to_frame = (frame_size[1] / w, frame_size[0] / h, 0.0, 0.0)
     largest = max(abs(v) for flow in (forward, backward) for v in cv2.minMaxLoc(flow.reshape(-1))[:2])
-    reliable = _reliable(backward, forward, current, previous, _textured(grey_current), grid, cfg)
+    reliable = _reliable(backward, forward, current.rgb, previous.rgb, current.textured, grid, cfg)
     return _Pair(
-        previous,
-        current,
+        previous.rgb,
+        current.rgb,
         cv2.merge([cv2.multiply(backward, to_frame), reliable]),
         cv2.multiply(forward, to_frame),
         frame_size,

@@ -136,6 +136,7 @@ def score_candidates(
     out: dict[int, list[Candidate]] = {}
     for tid, obs in sorted(observations.items()):
         masks = [tracked[s].mask[r] for s, r in obs]
+        centres = [mask_centre(m) for m in masks]
         areas = np.array([m.sum() for m in masks], np.float64)
         sharp = [_sharpness(maps_of(s)[1], m) for (s, _), m in zip(obs, masks)]
         sharp_max = max(sharp) or 1.0
@@ -143,9 +144,8 @@ def score_candidates(
         half = (last - first) / 2
         candidates = []
         for j, ((s, r), m) in enumerate(zip(obs, masks)):
-            centre = mask_centre(m)
             near = [
-                shift_mask(masks[k], *(centre - mask_centre(masks[k])))
+                shift_mask(masks[k], *(centres[j] - centres[k]))
                 for k in range(max(0, j - config.neighbours), min(len(obs), j + config.neighbours + 1))
                 if k != j
             ]

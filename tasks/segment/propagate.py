@@ -15,11 +15,15 @@ propagated mask is trusted less than ``rekey_below`` but the drawing has its own
 detection of the track (a flash, a smear the flow cannot follow), the detection
 stands.
 
-Works on unique drawings only; the caller copies results to held frames.
+Works on unique drawings only; the caller copies results to held frames. The tracks
+of a shot go over the same drawings: inside :func:`sharing` a propagator that can
+(optical flow) computes the flow between two drawings once for every track and both
+directions.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated
@@ -71,6 +75,16 @@ class TrackMasks:
     """Steps whose mask is the drawing's own detection rather than a propagated one."""
 
 
+def sharing(propagator: Propagator) -> contextlib.AbstractContextManager[object]:
+    """Context in which ``propagator`` shares work between propagations over the same
+    drawing arrays (one shot's), if it can (a ``sharing()`` method); inside one already,
+    nothing more (that one goes on)."""
+    share = getattr(propagator, "sharing", None)
+    if share is None or getattr(propagator, "shared", None) is not None:
+        return contextlib.nullcontext()
+    return share()
+
+
 def _observed(tracked: Sequence[Instances], track_id: int) -> dict[int, int]:
     """step -> row of ``track_id`` in ``tracked[step]``."""
     out = {}
@@ -111,7 +125,20 @@ def propagate_track(
     method: str,
     config: PropagationConfig = PropagationConfig(),
 ) -> TrackMasks:
-    """Masks of the track of ``candidates`` on every drawing it reaches."""
+    """Masks of the track of ``candidates`` on every drawing it reaches (its flows shared
+    across its directions and keyframes; with the shot's other tracks inside :func:`sharing`)."""
+    with sharing(propagator):
+        return _propagate_track(propagator, images, tracked, candidates, method, config)
+
+
+def _propagate_track(
+    propagator: Propagator,
+    images: Sequence[np.ndarray],
+    tracked: Sequence[Instances],
+    candidates: Sequence[Candidate],
+    method: str,
+    config: PropagationConfig,
+) -> TrackMasks:
     track_id = candidates[0].track_id
     seen = _observed(tracked, track_id)
     first = max(0, min(seen) - config.extend)

@@ -31,7 +31,7 @@ from celmask.tasks.segment.config import SegmentConfig
 from celmask.tasks.segment.evidence import keep_evidenced
 from celmask.tasks.segment.keyframes import Candidate, KeyframeConfig, score_candidates
 from celmask.tasks.segment.model_sets import Models, lend_models
-from celmask.tasks.segment.propagate import PropagationConfig, propagate_track
+from celmask.tasks.segment.propagate import PropagationConfig, propagate_track, sharing
 from celmask.tasks.segment.tracks import assign_tracks
 from celmask.tasks.shots.holds import HoldConfig, block_change
 from celmask.tasks.video import Frame, iter_frames, output_size, probe
@@ -248,8 +248,12 @@ def _propagate(
     keyframe), rows sorted by track id; fills ``keyframes``."""
     h, w = images[0].shape[:2] if images else (0, 0)
     rows: list[list[_Row]] = [[] for _ in images]
-    for track_id, track_candidates in sorted(candidates.items()):
-        result = propagate_track(models.propagator, images, tracked, track_candidates, method, config)
+    with sharing(models.propagator):  # each flow once for every track
+        results = {
+            track_id: propagate_track(models.propagator, images, tracked, track_candidates, method, config)
+            for track_id, track_candidates in sorted(candidates.items())
+        }
+    for track_id, result in results.items():
         keyframes[track_id] = result.keyframes
         key_row = {k: int(np.flatnonzero(tracked[k].track_id == track_id)[0]) for k in set(result.keyframe.values())}
         for step, mask in result.mask.items():

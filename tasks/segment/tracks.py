@@ -73,9 +73,15 @@ class _Track:
 
 
 def colour_signature(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Normalised hue-saturation histogram (sums to 1) of ``image``'s pixels under ``mask``."""
-    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
-    hist = cv2.calcHist([hsv], [0, 1], mask.astype(np.uint8), list(HIST_BINS), [0, 180, 0, 256]).ravel()
+    """Normalised hue-saturation histogram (sums to 1) of ``image``'s pixels under ``mask``
+    (only the mask's box is converted to HSV)."""
+    mask = np.asarray(mask, bool).view(np.uint8)
+    x, y, w, h = cv2.boundingRect(mask)
+    if w == 0:
+        return np.zeros(HIST_BINS[0] * HIST_BINS[1], np.float32)
+    hsv = cv2.cvtColor(image[y : y + h, x : x + w], cv2.COLOR_RGB2HSV)
+    box = mask[y : y + h, x : x + w]
+    hist = cv2.calcHist([hsv], [0, 1], box, list(HIST_BINS), [0, 180, 0, 256]).ravel()
     total = hist.sum()
     return hist / total if total > 0 else hist
 
@@ -126,7 +132,8 @@ def assign_tracks(
                 mask_iou(np.stack([t.moved for t in live]), inst.mask),
             )
             colour = np.array([[np.minimum(t.hist, hd).sum() for hd in hists] for t in live])
-            jump = np.array([[np.hypot(*(mask_centre(t.moved) - c)) / diagonal for c in centres] for t in live])
+            expected = [mask_centre(t.moved) for t in live]
+            jump = np.array([[np.hypot(*(e - c)) / diagonal for c in centres] for e in expected])
             ratio = np.array([[max(t.area, a) / max(1, min(t.area, a)) for a in areas] for t in live])
             bridge = (
                 (colour >= config.min_colour_bridge) & (jump <= config.max_jump) & (ratio <= config.max_size_change)

@@ -1,18 +1,26 @@
 """Forward/reverse propagation from keyframes with the real flow propagator on drawn
 frames: carried into drawings without detections (only ``extend`` beyond them), handed
 over to the detector where it keeps disagreeing, and the detection standing where the
-flow cannot follow (a white flash)."""
+flow cannot follow (a white flash); the flow shared by a shot's tracks changes no mask."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from celmask.models.propagators.optical_flow import OpticalFlowConfig, OpticalFlowPropagator
+from celmask.tasks.core.config import load_config
 from celmask.tasks.core.instances import Instances
 from celmask.tasks.core.masks import mask_iou
+from celmask.tasks.core.types import Shot
+from celmask.tasks.segment.config import SegmentConfig
 from celmask.tasks.segment.keyframes import score_candidates
+from celmask.tasks.segment.model_sets import build_models
 from celmask.tasks.segment.propagate import PropagationConfig, propagate_track
+from celmask.tasks.segment.shot import segment_shot
+from celmask.tasks.synth import generate_episode, load_truth
+from celmask.tasks.synth.unstable import UnstableConfig, write_unstable_detections
 
 H, W = 180, 320
 
@@ -70,3 +78,45 @@ def test_the_detection_stands_on_a_flash():
     result = run(images, list(truth))
     assert mask_iou(result.mask[4][None], truth[4][None])[0, 0] > 0.9
     assert 4 in result.detected
+
+
+@pytest.fixture(scope="module")
+def busy_shot(tmp_path_factory):
+    """The first 32 frames of a generated 320x180 shot with three characters (seed 2016, shot 0),
+    read through deliberately unstable detections so that tracks re-key."""
+    out = tmp_path_factory.mktemp("shared") / "ep"
+    generate_episode(out, seed=2016, duration=4.0, width=320, height=180)
+    write_unstable_detections(out, out / "d.parquet", seed=1, config=UnstableConfig(level=1.0))
+    s = load_truth(out).shots[0]
+    config = load_config(SegmentConfig(), None, ["detector=file", f"detector.path={out / 'd.parquet'}", "refiner=none"])
+    return out / "episode.mp4", Shot(s.index, s.start, s.start + 32, 0.0, 0.0), config
+
+
+def masks_by_track(result) -> list[dict[int, tuple]]:
+    return [
+        {
+            int(t): (np.packbits(m).tobytes(), float(score), int(src), int(key))
+            for t, m, score, src, key in zip(
+                inst.track_id, inst.mask, inst.score, inst.data["source"], inst.data["keyframe_frame"]
+            )
+        }
+        for inst in result.instances
+    ]
+
+
+def test_flow_shared_across_tracks_and_directions_gives_the_same_masks(busy_shot):
+    video, shot, config = busy_shot
+    models = build_models(config)
+    with models.propagator.sharing(budget=0) as off:  # nothing kept: every step computes its flow
+        alone = segment_shot(video, shot, config, models=models)
+    with models.propagator.sharing() as on:  # what segment_shot does by itself
+        shared = segment_shot(video, shot, config, models=models)
+    with models.propagator.sharing(budget=on.peak // 3) as small:  # a third kept: some recomputed
+        squeezed = segment_shot(video, shot, config, models=models)
+    assert len(shared.keyframes) >= 3
+    assert masks_by_track(alone) == masks_by_track(shared) == masks_by_track(squeezed)
+    assert alone.keyframes == shared.keyframes == squeezed.keyframes
+    steps = len(shared.instances) - 1
+    assert on.computed["flows"] <= steps < off.computed["flows"] / 2  # each pair of drawings once, both ways
+    assert on.computed["pair"] <= 2 * steps
+    assert small.computed["flows"] > on.computed["flows"]
