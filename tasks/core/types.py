@@ -20,6 +20,8 @@ class Source(IntEnum):
     DETECTED = 0
     PROPAGATED = 1
     REFINED = 2
+    CORRECTED = 3
+    """Drawn by a person (``celmask correct``): a permanent keyframe of its track."""
 
     @property
     def label(self) -> str:

@@ -6,7 +6,9 @@ range, the settings (but where the model files are) and every model's weight che
 all four in its metadata, and ``_run/shot_NNNN.json`` beside the plan carries the
 shot's summary (keyframe scores, timings), so a second run of a finished episode
 reads two small files per shot and loads no frames; a changed setting or new weights
-recompute. The summary file is also how a shot run on another host reports back to
+recompute. Hand corrections (``_corrections/``, :mod:`celmask.tasks.run.correct`) are
+part of the key: the shot file records those it holds, and a recomputed shot applies
+them again. The summary file is also how a shot run on another host reports back to
 the episode flow: both see the same output directory.
 """
 
@@ -187,6 +189,7 @@ def run_shot(
     complete new one, so a failure never costs the previous good file; it records a
     failed summary and re-raises. An interruption (Ctrl-C) records nothing more."""
     from celmask.tasks.manifest.write import write_shot
+    from celmask.tasks.run.correct import apply_corrections, in_sync
     from celmask.tasks.run.sheets import write_shot_sheet
 
     episode_dir = Path(episode_dir)
@@ -196,12 +199,12 @@ def run_shot(
         faults.check(shot.index, attempt)
         if not force:
             summary = cached_summary(episode_dir, shot, info.fingerprint, settings_key(config), model_ids(config))
-            if summary is not None:
+            if summary is not None and in_sync(episode_dir, shot.index):
                 return ShotOutcome(summary, cached=True)
         with slot(), lend_models(config) as models:
             withdraw_claims(episode_dir, shot.index)
             seg = segment_shot(video, shot, config, models=models)
-        summary = write_shot(episode_dir, seg, config, info.fingerprint)
+        summary = apply_corrections(episode_dir, write_shot(episode_dir, seg, config, info.fingerprint), video)
         write_shot_sheet(episode_dir, seg, summary)
     except Exception as error:
         withdraw_claims(episode_dir, shot.index)

@@ -154,6 +154,13 @@ def build_models(config: SegmentConfig) -> Models:
     return Models(built["detector"], built.get("propagator"), built.get("refiner"))
 
 
+def build_followers(config: SegmentConfig) -> tuple[Propagator | None, Refiner | None]:
+    """The propagator and refiner ``config`` names, without the detector (whose load
+    takes seconds): all a hand correction needs to carry a track (tasks/run/correct.py)."""
+    propagator, refiner = _propagator(config), _refiner(config)
+    return (propagator.build() if propagator else None, refiner.build() if refiner else None)
+
+
 def _key(config: SegmentConfig) -> str:
     return json.dumps({k: v for k, v in flatten(config).items() if k.split(".")[0] in MODEL_KEYS}, sort_keys=True)
 
