@@ -39,8 +39,10 @@ from celmask.tasks.manifest.layout import (
     SHOTS_DIR,
 )
 
-SCHEMA_VERSION = 1
-"""Bump on any change to the columns or the metadata; add the new schema to SCHEMAS."""
+SCHEMA_VERSION = 2
+"""Bump on any change to the columns or the metadata; add the new schema to SCHEMAS.
+Version 2 adds the episode's cast (``_tracks.parquet``, ``_cast.parquet``:
+:mod:`celmask.tasks.manifest.cast`); its shot files have version 1's columns."""
 META_PREFIX = "celmask."
 LABELS = ("character",)
 """Label of each class id."""
@@ -73,7 +75,7 @@ number of frames to it (null for masks not propagated); ``bbox`` is (x, y, w, h)
 and ``area`` the pixel count of the mask, which is ``height`` x ``width`` (the
 video's frame size)."""
 
-SCHEMAS = {1: SHOT_SCHEMA}
+SCHEMAS = {1: SHOT_SCHEMA, 2: SHOT_SCHEMA}
 """Every shot schema this celmask reads, by version."""
 
 EPISODE_SCHEMA = pa.schema(
@@ -399,13 +401,20 @@ def iter_masks(
 def read_episode_table(episode_dir: str | Path) -> list[ShotSummary]:
     """The shot summaries of the episode table, in shot order."""
     path = Path(episode_dir) / EPISODE_TABLE_NAME
+    table = read_versioned_table(
+        path, ("no episode table", "run the episode flow, or write_episode_table"), "write the episode table again"
+    )
+    return [ShotSummary.from_row(row) for row in table.to_pylist()]
+
+
+def read_versioned_table(path: Path, missing: tuple[str, str], rewrite: str) -> pa.Table:
+    """An episode-level table read whole, its schema version checked. A missing file is
+    ``missing`` (problem, fix), an unreadable one says so with ``rewrite`` as the fix."""
     try:
         table = pq.read_table(path, partitioning=None)
     except FileNotFoundError:
-        raise CelmaskError(path, "no episode table", "run the episode flow, or write_episode_table") from None
+        raise CelmaskError(path, *missing) from None
     except (OSError, pa.ArrowException) as error:
-        raise CelmaskError(
-            path, f"not a readable Parquet file ({str(error).splitlines()[0]})", "write the episode table again"
-        ) from None
+        raise CelmaskError(path, f"not a readable Parquet file ({str(error).splitlines()[0]})", rewrite) from None
     check_version(path, json.loads((table.schema.metadata or {}).get(b"celmask.schema_version", b"null")))
-    return [ShotSummary.from_row(row) for row in table.to_pylist()]
+    return table

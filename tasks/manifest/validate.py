@@ -6,7 +6,9 @@ inside the shot's range, every mask string a valid RLE of height x width, bbox a
 area equal to the mask's. Per episode: every shot present, the shots tiling the
 frames, one video, and ``_SUCCESS.json`` agreeing with the files. RLE strings are
 checked without decoding (:func:`celmask.tasks.core.rle.rle_counts`), once per distinct mask, so
-a 24-minute episode takes seconds.
+a 24-minute episode takes seconds. From schema version 2 an episode's cast
+(:func:`check_cast`): a row per track, an episode-wide character per row or null,
+never one character twice in a shot, made from the shot files as they are.
 
 Each problem is one line, ``where: what; how to fix``. A path that is no manifest at
 all (missing, a file, no episodes) is a :class:`CelmaskError` instead.
@@ -28,11 +30,14 @@ import pyarrow.parquet as pq
 from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.core.rle import rle_counts, rle_geometry
 from celmask.tasks.core.types import SOURCE_LABELS
+from celmask.tasks.manifest.cast import file_key, has_cast, read_cast, read_cast_info, read_tracks
 from celmask.tasks.manifest.layout import (
+    CAST_NAME,
     EPISODE_TABLE_NAME,
     SHOT_FILE,
     SHOTS_DIR,
     SUCCESS_NAME,
+    TRACKS_NAME,
     shot_path,
 )
 from celmask.tasks.manifest.schema import (
@@ -109,9 +114,24 @@ def validate(path: str | Path) -> Validation:
                     f"disagrees with the shot files: {'; '.join(wrong)}",
                     "run celmask finalize again",
                 )
+            missing = (success.get("video_damage") or {}).get("missing_frames")
+            if missing:
+                out.add(
+                    episode / SUCCESS_NAME,
+                    f"the video is damaged: {len(missing)} frame(s) did not decode ({_frame_list(missing)}); "
+                    "their masks are those of the frame before",
+                    "repair or replace the source video and run the episode again",
+                )
         if (episode / EPISODE_TABLE_NAME).exists():
             _check_episode_table(episode, check, out)
+        if (success or {}).get("schema_version", 1) >= 2 or has_cast(episode):
+            check_cast(episode, (success or {}).get("cast"), out)
     return out
+
+
+def _frame_list(frames: list[int], shown: int = 8) -> str:
+    text = ", ".join(map(str, frames[:shown]))
+    return f"frames {text}" + (f" and {len(frames) - shown} more" if len(frames) > shown else "")
 
 
 def check_shots(episode_dir: str | Path, expected_shots: int | None = None) -> Validation:
@@ -298,3 +318,86 @@ def _check_episode_table(episode: Path, check: Validation, out: Validation) -> N
                     f"shot {meta.shot.index}'s last run has status {summary.status!r} (its file is an earlier run's)",
                     f"re-run shot {meta.shot.index}",
                 )
+
+
+def check_cast(episode: Path, counts: dict | None, out: Validation) -> None:
+    """The cast tables of an episode (schema version 2) against its shot files and
+    the ``cast`` counts of ``_SUCCESS.json`` (when given)."""
+    fix = "run celmask finalize again"
+    try:
+        tracks, cast, info = read_tracks(episode), read_cast(episode), read_cast_info(episode)
+    except CelmaskError as error:
+        out.add(error.where, error.problem, error.fix)
+        return
+    where = episode / TRACKS_NAME
+    files = shot_files(episode)
+    damaged = {p.where for p in out.problems}  # a shot file with problems of its own is named once
+    made_from = info.get("shots", {})
+    stale = [i for i, p in files.items() if str(p) not in damaged and made_from.get(str(i)) != file_key(p)]
+    gone = sorted(int(i) for i in set(made_from) - {str(i) for i in files})
+    if stale or gone:  # what else disagrees follows from this
+        out.add(where, f"was made from other shot files than those there (shots {sorted(stale + gone)})", fix)
+        return
+    expected = set()
+    for index, path in files.items():
+        try:
+            table = pq.read_table(path, columns=["track_id", "area"], partitioning=None)
+        except (OSError, pa.ArrowException):
+            continue  # check_shot_file says so
+        shown = table.column("track_id").to_numpy()[table.column("area").to_numpy() > 0]
+        expected |= {(index, int(t)) for t in np.unique(shown)}
+    found = [(t.shot_index, t.track_id) for t in tracks]
+    if set(found) != expected or len(found) != len(set(found)):
+        missing, extra = sorted(expected - set(found)), sorted(set(found) - expected)
+        out.add(
+            where, f"does not hold one row per track of the shot files (missing {missing[:3]}, extra {extra[:3]})", fix
+        )
+    ids = {c.character_id: c for c in cast}
+    by_shot: dict[tuple[int, int], int] = {}
+    for t in tracks:
+        if not 0.0 <= t.character_confidence <= 1.0:
+            out.add(
+                where,
+                f"shot {t.shot_index} track {t.track_id}: confidence {t.character_confidence} outside [0, 1]",
+                fix,
+            )
+        if t.character_id is None:
+            if t.character is not None:
+                out.add(
+                    where, f"shot {t.shot_index} track {t.track_id}: named {t.character!r} without a character_id", fix
+                )
+            continue
+        if t.character_id not in ids:
+            out.add(
+                where, f"shot {t.shot_index} track {t.track_id}: character {t.character_id} is not in the cast", fix
+            )
+        elif ids[t.character_id].character != t.character:
+            out.add(
+                where,
+                f"shot {t.shot_index} track {t.track_id}: named {t.character!r}, its character {ids[t.character_id].character!r}",
+                fix,
+            )
+        other = by_shot.setdefault((t.shot_index, t.character_id), t.track_id)
+        if other != t.track_id:
+            out.add(
+                where,
+                f"shot {t.shot_index}: tracks {other} and {t.track_id} are both character {t.character_id}",
+                "two tracks of one shot are two characters: " + fix,
+            )
+    for c in cast:
+        members = [t for t in tracks if t.character_id == c.character_id]
+        facts = (len(members), tuple(sorted({t.shot_index for t in members})), sum(t.frames for t in members))
+        if facts != (c.tracks, tuple(c.shots), c.frames):
+            out.add(
+                episode / CAST_NAME,
+                f"character {c.character_id}: tracks, shots or frames disagree with {TRACKS_NAME}",
+                fix,
+            )
+    if counts is not None:
+        actual = {
+            "characters": len(cast),
+            "tracks": len(tracks),
+            "unassigned": sum(t.character_id is None for t in tracks),
+        }
+        if counts != actual:
+            out.add(episode / SUCCESS_NAME, f"says the cast is {counts}, the tables hold {actual}", fix)

@@ -46,6 +46,8 @@ from celmask.tasks.manifest.schema import (
 from celmask.tasks.manifest.validate import check_shots
 from celmask.tasks.segment.shot import ShotSegmentation
 
+VIDEO_DAMAGE_KEY = "celmask.video_damage"
+"""Episode table metadata: frames of the video that did not decode (JSON), when any."""
 ROW_GROUP_ROWS = 4096
 """Rows per row group: about 1 MB at 1080p, so a reader filtering on frames skips
 most of a long shot; a typical shot is one group."""
@@ -273,15 +275,22 @@ def write_shot(
 # --------------------------------------------------------------------------- episode
 
 
-def write_episode_table(episode_dir: str | Path, shots_info: Iterable[ShotSummary]) -> Path:
-    """Write the episode table (``_episode.parquet``): one row per shot summary, in shot order."""
+def write_episode_table(
+    episode_dir: str | Path, shots_info: Iterable[ShotSummary], video_damage: dict[str, Any] | None = None
+) -> Path:
+    """Write the episode table (``_episode.parquet``): one row per shot summary, in shot
+    order; ``video_damage`` (frames of the video that did not decode) in its metadata."""
     episode_dir = Path(episode_dir)
     summaries = sorted(shots_info, key=lambda s: s.shot.index)
     indices = [s.shot.index for s in summaries]
     if len(set(indices)) != len(indices):
         raise ValueError(f"one summary per shot, got shots {indices}")
     schema = EPISODE_SCHEMA.with_metadata(
-        {"celmask.schema_version": str(SCHEMA_VERSION), "celmask.version": version("celmask")}
+        {
+            "celmask.schema_version": str(SCHEMA_VERSION),
+            "celmask.version": version("celmask"),
+            **({VIDEO_DAMAGE_KEY: json.dumps(video_damage, sort_keys=True)} if video_damage else {}),
+        }
     )
     table = pa.Table.from_pylist([s.to_row() for s in summaries], schema=schema)
     path = episode_dir / EPISODE_TABLE_NAME
@@ -292,12 +301,18 @@ def write_episode_table(episode_dir: str | Path, shots_info: Iterable[ShotSummar
 
 
 def write_success(
-    episode_dir: str | Path, expected_shots: int, shot_detection: dict[str, Any] | None = None
+    episode_dir: str | Path,
+    expected_shots: int,
+    shot_detection: dict[str, Any] | None = None,
+    cast: dict[str, Any] | None = None,
+    video_damage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Check that shots 0..``expected_shots``-1 are all written and valid, then write
     ``_SUCCESS.json`` (returned): counts, per-stage seconds from the episode table when
     there is one, versions, and ``shot_detection`` (the shot settings and the learned
-    shot model with its checksum, which decided the shots' ranges) when given.
+    shot model with its checksum, which decided the shots' ranges) and ``cast`` (the
+    counts of the episode's cast tables, which validate checks) and ``video_damage``
+    (frames of the video that did not decode, which validate reports) when given.
     Otherwise remove a stale ``_SUCCESS.json`` and raise."""
     episode_dir = Path(episode_dir)
     check = check_shots(episode_dir, expected_shots)
@@ -325,6 +340,8 @@ def write_success(
         "config_hashes": sorted({m.config_hash for m in check.metas}),
         "seconds": seconds,
         **({"shot_detection": shot_detection} if shot_detection is not None else {}),
+        **({"cast": cast} if cast is not None else {}),
+        **({"video_damage": video_damage} if video_damage else {}),
         "versions": {
             "celmask": version("celmask"),
             "pyarrow": pa.__version__,

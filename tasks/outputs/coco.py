@@ -15,6 +15,10 @@ way the manifest counts::
   id = shot index + 1; one annotation per track with a segmentation, box and area
   per frame of the shot (``null`` where the track is absent) and its mean score.
 
+Both carry the episode's identity (schema version 2, :mod:`celmask.tasks.manifest.cast`):
+``character_id`` (null where unassigned, and for episodes without a cast) and
+``character`` (the enrolled name, or null) on every annotation.
+
 Category ids are the manifest's labels in order, from 1. Rows with an empty mask
 are left out. Files are written as a stream (one shot in memory), with sorted keys
 and no clock, so the same manifest gives the same bytes.
@@ -28,6 +32,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import IO, Any
 
+from celmask.tasks.manifest.cast import TrackCharacter, characters_of
 from celmask.tasks.manifest.read import FRAME_NAME, ShotRows, iter_shots, shot_metas
 from celmask.tasks.manifest.schema import ShotMeta
 
@@ -68,9 +73,15 @@ def _head(fh: IO[str], episode_id: str, metas: list[ShotMeta], what: str) -> dic
     return {label: i + 1 for i, label in enumerate(labels)}
 
 
+def _identity(characters: dict[tuple[int, int], TrackCharacter], shot: int, track: int) -> dict[str, Any]:
+    t = characters.get((shot, track))
+    return {"character_id": t.character_id if t else None, "character": t.character if t else None}
+
+
 def write_coco(episode_dir: Path, dest: Path, video: str | Path | None = None) -> int:
     """Write ``dest/instances.json`` (COCO instances) for ``episode_dir``; 1 file."""
     metas = shot_metas(episode_dir)
+    characters = characters_of(episode_dir)
     with open(dest / JSON_NAME, "w") as fh:
         category = _head(fh, episode_dir.name, metas, "COCO instances")
         _write_list(
@@ -106,6 +117,7 @@ def write_coco(episode_dir: Path, dest: Path, video: str | Path | None = None) -
                     "score": r.score,
                     "source": r.source,
                     "is_keyframe": r.is_keyframe,
+                    **_identity(characters, shot.meta.shot.index, r.track_id),
                 }
                 for n, (shot, r) in enumerate(
                     (shot, r) for shot in iter_shots(episode_dir) for r in shot.rows if r.area
@@ -116,7 +128,9 @@ def write_coco(episode_dir: Path, dest: Path, video: str | Path | None = None) -
     return 1
 
 
-def _track_annotations(shot: ShotRows, category: dict[str, int]) -> Iterable[dict[str, Any]]:
+def _track_annotations(
+    shot: ShotRows, category: dict[str, int], characters: dict[tuple[int, int], TrackCharacter]
+) -> Iterable[dict[str, Any]]:
     """One YouTube-VIS annotation per track of ``shot``, without ``id``, in track order."""
     start, length = shot.meta.shot.start, shot.meta.shot.frame_count
     tracks: dict[int, dict[str, Any]] = {}
@@ -130,6 +144,7 @@ def _track_annotations(shot: ShotRows, category: dict[str, int]) -> Iterable[dic
                 "category_id": category[r.label],
                 "iscrowd": 0,
                 "track_id": r.track_id,
+                **_identity(characters, shot.meta.shot.index, r.track_id),
                 "height": shot.size[0],
                 "width": shot.size[1],
                 "segmentations": [None] * length,
@@ -150,6 +165,7 @@ def _track_annotations(shot: ShotRows, category: dict[str, int]) -> Iterable[dic
 def write_ytvis(episode_dir: Path, dest: Path, video: str | Path | None = None) -> int:
     """Write ``dest/instances.json`` (YouTube-VIS) for ``episode_dir``; 1 file."""
     metas = shot_metas(episode_dir)
+    characters = characters_of(episode_dir)
     with open(dest / JSON_NAME, "w") as fh:
         category = _head(fh, episode_dir.name, metas, "YouTube-VIS")
         _write_list(
@@ -173,7 +189,9 @@ def write_ytvis(episode_dir: Path, dest: Path, video: str | Path | None = None) 
             "annotations",
             (
                 {"id": n + 1, **a}
-                for n, a in enumerate(a for shot in iter_shots(episode_dir) for a in _track_annotations(shot, category))
+                for n, a in enumerate(
+                    a for shot in iter_shots(episode_dir) for a in _track_annotations(shot, category, characters)
+                )
             ),
         )
         fh.write("}\n")

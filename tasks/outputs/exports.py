@@ -17,6 +17,10 @@ preview    ``shot_<NNNN>.mp4``: masks, track ids and keyframes over the video
            (:mod:`celmask.tasks.outputs.preview`)
 =========  =====================================================================
 
+``--character K`` (png, cutouts): only the tracks of the episode's character ``K``
+(its ``character_id`` or enrolled name, ``_tracks.parquet``), into
+``<format>_character_<KKK>/`` in the same layout.
+
 ``<frame>`` is the frame's index in the episode, six digits. Cut-outs and previews
 need the source video's pixels: ``video``, or the one the episode's run recorded
 (``_run/plan.json``), checked against the manifest's fingerprint. Every export streams
@@ -41,6 +45,7 @@ from PIL import Image
 
 from celmask.tasks.core.atomic import staged_dir
 from celmask.tasks.core.errors import CelmaskError
+from celmask.tasks.manifest.cast import character_tracks
 from celmask.tasks.manifest.layout import SUCCESS_NAME, exports_dir, shot_path
 from celmask.tasks.manifest.read import (
     FRAME_NAME,
@@ -117,12 +122,18 @@ def _palette_encoder(shot: ShotRows) -> Callable[[tuple[tuple[int, str], ...]], 
     return encode
 
 
-def write_png(episode_dir: Path, dest: Path, video: str | Path | None = None) -> int:
-    """A 1-bit PNG per row."""
+Tracks = set[tuple[int, int]]
+"""(shot_index, track_id) of the tracks to export (one character's), None: all."""
+
+
+def write_png(episode_dir: Path, dest: Path, video: str | Path | None = None, keep: Tracks | None = None) -> int:
+    """A 1-bit PNG per row (of the ``keep`` tracks)."""
     files = 0
     for shot in iter_shots(episode_dir):
         encode = _mask_encoder(shot)
         for row in shot.rows:
+            if keep is not None and (shot.meta.shot.index, row.track_id) not in keep:
+                continue
             _frame_path(dest, shot, row.frame_index, row.track_id).write_bytes(encode(row.rle))
             files += 1
     return files
@@ -146,9 +157,9 @@ def write_palette(episode_dir: Path, dest: Path, video: str | Path | None = None
     return files
 
 
-def write_cutouts(episode_dir: Path, dest: Path, video: str | Path) -> int:
-    """An RGBA cut-out per track and drawing (a row whose track had the same mask on
-    the frame before is a held drawing: skipped)."""
+def write_cutouts(episode_dir: Path, dest: Path, video: str | Path, keep: Tracks | None = None) -> int:
+    """An RGBA cut-out per track (of the ``keep`` ones) and drawing (a row whose track
+    had the same mask on the frame before is a held drawing: skipped)."""
     metas = shot_metas(episode_dir)
     if not metas:
         return 0
@@ -158,7 +169,13 @@ def write_cutouts(episode_dir: Path, dest: Path, video: str | Path) -> int:
         for shot in iter_shots(episode_dir):
             before: dict[int, str] = {}
             for frame, rows in shot.frames():
-                fresh = [r for r in rows if r.area and before.get(r.track_id) != r.rle]
+                fresh = [
+                    r
+                    for r in rows
+                    if r.area
+                    and before.get(r.track_id) != r.rle
+                    and (keep is None or (shot.meta.shot.index, r.track_id) in keep)
+                ]
                 before = {r.track_id: r.rle for r in rows}
                 if not fresh:
                     continue
@@ -174,6 +191,9 @@ def write_cutouts(episode_dir: Path, dest: Path, video: str | Path) -> int:
     finally:
         frames.close()
     return files
+
+
+BY_CHARACTER = ("png", "cutouts")
 
 
 class Format(NamedTuple):
@@ -202,15 +222,18 @@ class Exported:
     seconds: float
 
 
-def export_episode(episode_dir: Path, fmt: str, dest: Path, video: str | Path | None = None) -> Exported:
-    """Export one episode in format ``fmt`` into ``dest`` (replaced when complete)."""
+def export_episode(
+    episode_dir: Path, fmt: str, dest: Path, video: str | Path | None = None, keep: Tracks | None = None
+) -> Exported:
+    """Export one episode in format ``fmt`` into ``dest`` (replaced when complete),
+    only the ``keep`` tracks when given (png and cutouts)."""
     start = time.perf_counter()
     if not (episode_dir / SUCCESS_NAME).exists():
         log.warning(
             "%s: no %s, so the episode may be incomplete; exporting the shots written so far", episode_dir, SUCCESS_NAME
         )
     with staged_dir(dest) as tmp:
-        files = FORMATS[fmt].write(episode_dir, tmp, video)
+        files = FORMATS[fmt].write(episode_dir, tmp, video, **({"keep": keep} if keep is not None else {}))
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     return Exported(episode_dir.name, fmt, dest, files, size, round(time.perf_counter() - start, 3))
 
@@ -223,12 +246,21 @@ def export(
     to: str | Path | None = None,
     video: str | Path | None = None,
     recorded_video: Callable[[Path], str | None] = lambda episode_dir: None,
+    character: str | None = None,
 ) -> list[Exported]:
     """Export every episode of ``out`` (an output tree or one episode directory), or
     only ``episode``, in format ``fmt``; see the module docstring. Without ``video``,
-    an episode's pixels come from ``recorded_video(episode_dir)`` (the run's record)."""
+    an episode's pixels come from ``recorded_video(episode_dir)`` (the run's record).
+    ``character`` (an episode character_id or enrolled name): only its tracks, png or
+    cutouts, into ``<format>_character_<KKK>/`` beside the whole export."""
     if fmt not in FORMATS:
         raise CelmaskError("--format", f"unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    if character is not None and fmt not in BY_CHARACTER:
+        raise CelmaskError(
+            "--character",
+            f"exports {' and '.join(BY_CHARACTER)} by character, not {fmt}",
+            "use --format png or cutouts",
+        )
     episodes = episode_dirs(out)
     if episode is not None:
         chosen = [e for e in episodes if e.name == episode]
@@ -250,4 +282,10 @@ def export(
             "recorded video that is still there unchanged",
             "pass --video PATH",
         )
-    return [export_episode(e, fmt, exports_dir(e, fmt, to), videos[e]) for e in episodes]
+    if character is None:
+        return [export_episode(e, fmt, exports_dir(e, fmt, to), videos[e]) for e in episodes]
+    out_list = []
+    for e in episodes:
+        cid, keep = character_tracks(e, character)
+        out_list.append(export_episode(e, fmt, exports_dir(e, f"{fmt}_character_{cid:03d}", to), videos[e], keep))
+    return out_list

@@ -9,6 +9,9 @@ written one. It opens from the file system (no server, no script; the "flagged
 only" switch is CSS), and stays light for a 300-shot episode: one small JPEG strip
 per shot in ``_report/thumbs/``, loaded lazily, and a few kB of HTML per shot.
 
+At the top, the episode's cast (:func:`cast_strip`): one thumbnail per character
+with the shots it appears in, linked to their rows, uncertain ones flagged.
+
 Each shot's run leaves its contact sheet, made from the drawings it already had in
 memory (``_run/contact_NNNN.jpg``); the report copies those and decodes the source
 video (``video``, checked against the manifest's fingerprint, once, at thumbnail
@@ -31,9 +34,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from celmask.tasks.cast.episode import character_thumbs
 from celmask.tasks.core.atomic import staged_dir
 from celmask.tasks.core.errors import CelmaskError
-from celmask.tasks.core.types import KEYFRAME_COMPONENTS, STILL_HEIGHT, still_size
+from celmask.tasks.core.types import KEYFRAME_COMPONENTS, STILL_HEIGHT, Source, still_size
+from celmask.tasks.manifest.cast import has_cast, read_cast, read_tracks
+from celmask.tasks.manifest.corrections import applied
 from celmask.tasks.manifest.layout import (
     INDEX_NAME,
     SUCCESS_NAME,
@@ -41,6 +47,7 @@ from celmask.tasks.manifest.layout import (
     exports_dir,
     report_dir,
     sheet_path,
+    shot_path,
 )
 from celmask.tasks.manifest.read import (
     Row,
@@ -180,6 +187,22 @@ def shot_flags(summary: ShotSummary, shot: ShotRows | None) -> list[Flag]:
     return flags + (track_flags(shot) if shot is not None else [])
 
 
+def correction_flags(episode_dir: Path, shot: ShotRows | None) -> list[Flag]:
+    """The tracks of a shot corrected by hand (``celmask correct``), and its corrections
+    that no longer apply after a re-run."""
+    if shot is None:
+        return []
+    frames: dict[int, list[int]] = {}
+    for r in shot.rows:
+        if r.is_keyframe and r.source == Source.CORRECTED.label:
+            frames.setdefault(r.track_id, []).append(r.frame_index)
+    record = applied(shot_path(episode_dir, shot.meta.shot.index))
+    return [
+        Flag("corrected", f"track {t}: corrected by hand on frame{'s' if len(f) > 1 else ''} {', '.join(map(str, f))}")
+        for t, f in sorted(frames.items())
+    ] + [Flag("stale", f"correction {c['file']} no longer applies: {c['why']}") for c in record.get("stale", [])]
+
+
 # --------------------------------------------------------------------------- contact sheets
 
 
@@ -237,8 +260,10 @@ img{display:block;max-width:100%;height:auto;background:#eee}
 .hi{background:#d9f2d9}.mid{background:#fff2b3}.lo{background:#f7c6c6}
 .swatch{display:inline-block;width:9px;height:9px;margin-right:3px}
 ul.flags{margin:4px 0 0;padding-left:16px}
-li.failed,li.empty,li.vanish{color:#a00}li.jump,li.gap,li.low-score{color:#960}
+li.failed,li.empty,li.vanish,li.stale{color:#a00}li.corrected{color:#070}li.jump,li.gap,li.low-score{color:#960}
 body:has(#flagged-only:checked) section.shot:not(.flagged){display:none}
+section.cast{display:flex;flex-wrap:wrap;gap:8px;padding:6px 12px;border-bottom:1px solid #bbb}
+figure.who{margin:0;max-width:180px;font-size:11px}figure.uncertain{background:#fff2b3}
 """
 SHORT = {
     "confidence": "conf",
@@ -292,7 +317,35 @@ def _shot_html(summary: ShotSummary, flags: list[Flag], thumb: tuple[str, int, i
     )
 
 
-def _page(episode_dir: Path, summaries: list[ShotSummary], sections: list[str], flagged: int) -> str:
+def cast_strip(episode_dir: Path, tmp: Path) -> str:
+    """The cast's HTML (thumbnails written into ``tmp``): per character its picture,
+    id and name, tracks and screen time, links to its shots; "uncertain" when a
+    member is barely its own or may hold two characters. Empty without a cast."""
+    if not has_cast(episode_dir):
+        return ""
+    cast, tracks = read_cast(episode_dir), read_tracks(episode_dir)
+    thumbs = character_thumbs(episode_dir, cast)
+    figures = []
+    for c in cast:
+        name = f"{THUMBS_DIR}/character_{c.character_id:03d}.jpg"
+        image = ""
+        if c.character_id in thumbs:
+            (tmp / name).write_bytes(thumbs[c.character_id])
+            image = f'<img src="{name}" height=96 alt="character {c.character_id}">'
+        links = " ".join(f'<a href="#shot-{i}">{i}</a>' for i in c.shots)
+        who = f"#{c.character_id}" + (f" {html.escape(c.character)}" if c.character else "")
+        flag = f" &middot; <b>uncertain</b> (confidence {c.confidence:.2f})" if c.uncertain else ""
+        figures.append(
+            f'<figure class="who{" uncertain" if c.uncertain else ""}" id="character-{c.character_id}">{image}'
+            f"<figcaption><b>{who}</b> &middot; {c.tracks} track{'' if c.tracks == 1 else 's'}, "
+            f"{c.screen_time:.1f} s{flag}<br>shots {links}</figcaption></figure>"
+        )
+    unassigned = sum(t.character_id is None for t in tracks)
+    note = f"<div>{unassigned} track{'' if unassigned == 1 else 's'} without a character</div>" if unassigned else ""
+    return f"<section class=cast>{''.join(figures)}{note}</section>"
+
+
+def _page(episode_dir: Path, summaries: list[ShotSummary], sections: list[str], flagged: int, cast: str = "") -> str:
     failed = sum(s.status != "ok" for s in summaries)
     complete = "complete" if (episode_dir / SUCCESS_NAME).exists() else f"<b>not complete</b> (no {SUCCESS_NAME})"
     facts = (
@@ -305,6 +358,7 @@ def _page(episode_dir: Path, summaries: list[ShotSummary], sections: list[str], 
         f'<!doctype html><html lang=en><meta charset=utf-8><meta name=viewport content="width=device-width">'
         f"<title>celmask QC: {name}</title><style>{STYLE}</style><body><header><h1>celmask QC: {name}</h1>"
         f"<div>{facts}</div><label><input type=checkbox id=flagged-only> only shots with flags</label></header>\n"
+        + cast
         + "\n".join(sections)
         + "\n</body></html>\n"
     )
@@ -337,7 +391,7 @@ def write_report(episode_dir: str | Path, video: str | Path | None = None) -> Pa
                 while shot is not None and shot.meta.shot.index < index:
                     shot = next(shots, None)
                 this = shot if shot is not None and shot.meta.shot.index == index else None
-                flags = shot_flags(summary, this)
+                flags = shot_flags(summary, this) + correction_flags(episode_dir, this)
                 flagged += bool(flags)
                 thumb = None
                 name = f"{THUMBS_DIR}/shot_{index:04d}.jpg"
@@ -353,7 +407,9 @@ def write_report(episode_dir: str | Path, video: str | Path | None = None) -> Pa
                 preview = exports_dir(episode_dir, "preview") / f"shot_{index:04d}.mp4"
                 href = os.path.relpath(preview, report) if preview.exists() else None
                 sections.append(_shot_html(summary, flags, thumb, href))
-            (tmp / INDEX_NAME).write_text(_page(episode_dir, summaries, sections, flagged))
+            (tmp / INDEX_NAME).write_text(
+                _page(episode_dir, summaries, sections, flagged, cast_strip(episode_dir, tmp))
+            )
     finally:
         if frames is not None:
             frames.close()

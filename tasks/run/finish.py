@@ -1,4 +1,5 @@
-"""Close an episode run: its table, its ``_SUCCESS.json`` (only when every shot is
+"""Close an episode run: its table, its cast (who every track is across the episode,
+:mod:`celmask.tasks.cast.episode`), its ``_SUCCESS.json`` (only when every shot is
 good), its QC report.
 
 Run at the end of every episode run, and again whenever a failed shot has been
@@ -13,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from celmask.tasks.cast.episode import compute_cast
+from celmask.tasks.core.atomic import remove_durably
 from celmask.tasks.core.errors import CelmaskError
-from celmask.tasks.manifest.layout import SUCCESS_NAME, shots_dir
+from celmask.tasks.manifest.layout import SUCCESS_NAME, shots_dir, success_path
 from celmask.tasks.manifest.schema import ShotSummary
 from celmask.tasks.manifest.write import write_episode_table, write_success
 from celmask.tasks.outputs.report import write_report
@@ -46,7 +49,8 @@ def finish_episode(episode_dir: str | Path, plan: EpisodePlan) -> EpisodeResult:
         parents=True, exist_ok=True
     )  # when every shot failed it is still an episode: its report says why
     summaries = recorded_summaries(episode_dir, plan.shots)
-    write_episode_table(episode_dir, summaries)
+    write_episode_table(episode_dir, summaries, video_damage=plan.video_damage)
+    cast = compute_cast(episode_dir, plan.unchanged_video)
     success, problem = None, ""
     failed = [s.shot.index for s in summaries if s.status != "ok"]
     if failed:
@@ -55,9 +59,17 @@ def finish_episode(episode_dir: str | Path, plan: EpisodePlan) -> EpisodeResult:
     else:
         try:
             success = write_success(
-                episode_dir, len(plan.shots), shot_detection={"config": plan.shot_config, "learned": plan.shot_learned}
+                episode_dir,
+                len(plan.shots),
+                shot_detection={"config": plan.shot_config, "learned": plan.shot_learned},
+                cast=cast.summary,
+                video_damage=plan.video_damage,
             )
         except CelmaskError as error:
             problem = error.problem
-    report = write_report(episode_dir, plan.unchanged_video)
+    try:
+        report = write_report(episode_dir, plan.unchanged_video)
+    except OSError:  # a failed command leaves no complete-looking episode (a full disk)
+        remove_durably(success_path(episode_dir))
+        raise
     return EpisodeResult(episode_dir, summaries, report, success, problem)

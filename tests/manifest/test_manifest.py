@@ -17,6 +17,7 @@ import pytest
 from pycocotools import mask as mask_util
 
 from celmask.flows.cli import main as celmask
+from celmask.tasks.cast.episode import compute_cast
 from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.core.rle import (
     decode_mask,
@@ -266,8 +267,9 @@ def test_rerunning_one_shot_replaces_only_that_file(segmented, episode):
     after = {p: (p.stat().st_ino, p.read_bytes()) for p in shot_files(episode).values()}
     assert after.keys() == before.keys()
     assert [p.name for p in before if after[p] != before[p]] == ["shot_0001.parquet"]
-    assert [p for p in problems(episode) if "disagrees" in p] and len(problems(episode)) == 1  # _SUCCESS.json is stale
-    write_success(episode, 2)
+    found = problems(episode)  # _SUCCESS.json and the cast are stale
+    assert len(found) == 2 and "disagrees" in found[0] and "was made from other shot files" in found[1]
+    write_success(episode, 2, cast=compute_cast(episode, segmented[0]).summary)
     assert problems(episode) == []
 
 
@@ -379,7 +381,7 @@ def stale_success(episode):
         (foreign, "shots/shot_0001.parquet: not a celmask shot file (no celmask.schema_version metadata)"),
         (
             wrong_columns,
-            "shots/shot_0001.parquet: columns do not match schema version 1: no column score; re-run the shot",
+            f"shots/shot_0001.parquet: columns do not match schema version {SCHEMA_VERSION}: no column score; re-run the shot",
         ),
         (corrupt_rle, "shots/shot_0001.parquet: 1 row(s) whose mask_rle is not a valid RLE of 640x360"),
         (

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from celmask.tasks.cast.episode import compute_cast
 from celmask.tasks.core.config import load_config
 from celmask.tasks.core.types import Shot
 from celmask.tasks.manifest.schema import ShotSummary
@@ -44,5 +45,6 @@ def build_manifest_episode(root: Path) -> ManifestEpisode:
     episode = root / "out" / "ep7"
     summaries = tuple(write_shot(episode, seg, config, fingerprint) for seg in segs)
     write_episode_table(episode, list(summaries))
-    write_success(episode, len(summaries))
+    cast = compute_cast(episode, video)
+    write_success(episode, len(summaries), cast=cast.summary)
     return ManifestEpisode(episode, video, config, fingerprint, segs, summaries)
