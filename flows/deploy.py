@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from celmask.flows.watch import PENDING_SECONDS
 from celmask.tasks.core.errors import CelmaskError
 
 if TYPE_CHECKING:
@@ -48,6 +49,13 @@ GPU_DEVICE_REQUEST = {"driver": "nvidia", "count": 1, "capabilities": [["gpu"]]}
 GPU_LIMIT = "gpu"
 DEFAULT_TIMEZONE = "Asia/Tokyo"
 DEPLOY_TIMEOUT_S = 300
+HEARTBEAT_SECONDS = 30
+"""How often deployed flow runs send a heartbeat (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``
+in the deployments' job variables; Prefect's default is 180 s)."""
+SILENT_SECONDS = 4 * HEARTBEAT_SECONDS
+"""A Running flow run this long without a heartbeat lost its process (a worker or host
+killed): the server marks it Crashed, and the episode flow submits its shot again."""
+TERMINAL_EVENTS = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed")}
 
 
 @dataclass(frozen=True)
@@ -204,7 +212,60 @@ async def _pools_and_limit(settings: DeploySettings) -> list[str]:
         except ObjectNotFound:
             await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=slots))
             done.append(f"concurrency limit {GPU_LIMIT}: {slots} slot(s) (created)")
+        for automation in crash_sweeps():
+            found = await client.read_automations_by_name(automation.name)
+            if found:
+                await client.update_automation(found[0].id, automation)
+            else:
+                await client.create_automation(automation)
+            done.append(f"automation {automation.name!r}: {'updated' if found else 'created'}")
     return done
+
+
+def crash_sweeps() -> list:
+    """Automations that end flow runs whose process is gone, so none stays Running or
+    Pending for good (what a lost worker or a restarted server leaves behind). The
+    episode and nightly flows end their own children stuck Pending too
+    (:class:`celmask.flows.watch.RunWatch`): the Pending event this needs can be lost
+    with a killed server."""
+    from datetime import timedelta
+
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+    def sweep(name: str, after: str, expect: set[str], seconds: int, why: str) -> AutomationCore:
+        return AutomationCore(
+            name=name,
+            description=why,
+            trigger=EventTrigger(
+                after={after},
+                expect=expect | TERMINAL_EVENTS,
+                match={"prefect.resource.id": "prefect.flow-run.*"},
+                for_each={"prefect.resource.id"},
+                posture=Posture.Proactive,
+                threshold=1,
+                within=timedelta(seconds=seconds),
+            ),
+            actions=[ChangeFlowRunState(state=StateType.CRASHED, message=why)],
+        )
+
+    return [
+        sweep(
+            "celmask: crash silent runs",
+            "prefect.flow-run.heartbeat",
+            {"prefect.flow-run.heartbeat"},
+            SILENT_SECONDS,
+            f"no heartbeat for {SILENT_SECONDS} s: its process was lost",
+        ),
+        sweep(
+            "celmask: crash runs stuck pending",
+            "prefect.flow-run.Pending",
+            {"prefect.flow-run.Running"},
+            PENDING_SECONDS,
+            f"Pending for {PENDING_SECONDS} s: its process never started",
+        ),
+    ]
 
 
 def deploy(settings: DeploySettings) -> list[str]:
@@ -238,7 +299,7 @@ def deploy(settings: DeploySettings) -> list[str]:
             "check the server and the file, then run celmask deploy again",
         )
     done.append(
-        f"deployments episode (cpu), segment-shot (gpu), nightly (cpu, 02:00 {settings.timezone}), "
+        f"deployments episode (cpu), segment-shot (gpu), correct-shot (gpu), nightly (cpu, 02:00 {settings.timezone}), "
         f"flows run from {settings.workdir}"
     )
     return done

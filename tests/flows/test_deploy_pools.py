@@ -58,17 +58,24 @@ def test_kubernetes_pools_on_a_real_server(tmp_path):
         # The rejected run had made the cpu pool (its template is good) before the gpu pool failed.
         assert "work pool cpu: exists (kubernetes, job template updated)" in deployed.stdout
         assert "work pool gpu: created (kubernetes)" in deployed.stdout
+        for sweep in ("crash silent runs", "crash runs stuck pending"):  # the server accepted both automations
+            assert f"automation 'celmask: {sweep}': created" in deployed.stdout
         found = call_api(env, "pools")
         for pool in ("cpu", "gpu"):
             expected = json.loads((REPO / KUBERNETES_TEMPLATE.format(pool=pool)).read_text())
             expected["variables"]["properties"]["image"]["default"] = IMAGE
             assert found["pools"][pool] == {"type": "kubernetes", "base_job_template": expected}, pool
-        for name, pool in (("episode", "cpu"), ("segment-shot", "gpu"), ("nightly", "cpu")):
+        for name, pool in (("episode", "cpu"), ("segment-shot", "gpu"), ("correct-shot", "gpu"), ("nightly", "cpu")):
             deployment = found["deployments"][name]
             assert deployment["pool"] == pool
             assert deployment["pull_steps"] == [
                 {"prefect.deployments.steps.set_working_directory": {"directory": IMAGE_REPO}}
             ]
+
+        again = _deploy(env, "--pool-type", "kubernetes", "--image", IMAGE)
+        assert again.returncode == 0 and "automation 'celmask: crash silent runs': updated" in again.stdout, (
+            again.stdout
+        )
 
         other = _deploy(env)  # process pools asked of a server that has kubernetes ones
         assert other.returncode == 2 and "is a kubernetes pool, not process" in other.stderr, other.stderr

@@ -54,32 +54,45 @@ def _run_as() -> dict[str, int]:
     return {"user": entry.pw_uid, "group": entry.pw_gid}
 
 
-@contextmanager
-def running_postgres(startup_timeout: float = 60.0) -> Iterator[str]:
-    """A fresh cluster with database ``prefect`` until the block exits; yield its
-    SQLAlchemy URL for Prefect (``postgresql+asyncpg://prefect:PASSWORD@127.0.0.1:PORT/prefect``)."""
-    bin_dir = bindir()
-    if bin_dir is None:
-        raise RuntimeError(MISSING)
-    owner = _run_as()
-    root = Path(tempfile.mkdtemp(prefix="celmask-pg-"))  # not under pytest's tmp: the postgres user must reach it
-    data, password = root / "data", secrets.token_hex(12)
-    (root / "pwfile").write_text(password + "\n")
-    if owner:
-        os.chown(root, owner["user"], owner["group"])
-        os.chown(root / "pwfile", owner["user"], owner["group"])
-    log_path = root / "postgres.log"
-    proc = None
-    try:
-        with open(log_path, "wb") as log:
+class Cluster:
+    """A cluster in a temporary directory: :meth:`start` it (again after :meth:`stop`, on
+    the same port and data), :meth:`remove` it."""
+
+    def __init__(self) -> None:
+        bin_dir = bindir()
+        if bin_dir is None:
+            raise RuntimeError(MISSING)
+        self.bin_dir, self.owner = bin_dir, _run_as()
+        self.root = Path(
+            tempfile.mkdtemp(prefix="celmask-pg-")
+        )  # not under pytest's tmp: the postgres user must reach it
+        self.data, self.password, self.port = self.root / "data", secrets.token_hex(12), free_port()
+        self.log_path = self.root / "postgres.log"
+        self.proc: subprocess.Popen | None = None
+        (self.root / "pwfile").write_text(self.password + "\n")
+        if self.owner:
+            os.chown(self.root, self.owner["user"], self.owner["group"])
+            os.chown(self.root / "pwfile", self.owner["user"], self.owner["group"])
+
+    @property
+    def url(self) -> str:
+        """The SQLAlchemy URL for Prefect."""
+        return f"postgresql+asyncpg://{USER}:{self.password}@127.0.0.1:{self.port}/{DATABASE}"
+
+    def _address(self) -> list[str]:
+        return ["-h", "127.0.0.1", "-p", str(self.port), "-U", USER]
+
+    def create(self) -> None:
+        """initdb, start, and the ``prefect`` database."""
+        with open(self.log_path, "ab") as log:
             initdb = subprocess.run(
                 [
-                    str(bin_dir / "initdb"),
+                    str(self.bin_dir / "initdb"),
                     "-D",
-                    str(data),
+                    str(self.data),
                     "-U",
                     USER,
-                    f"--pwfile={root / 'pwfile'}",
+                    f"--pwfile={self.root / 'pwfile'}",
                     "-E",
                     "UTF8",
                     "--locale=C",
@@ -91,22 +104,32 @@ def running_postgres(startup_timeout: float = 60.0) -> Iterator[str]:
                 stderr=subprocess.STDOUT,
                 timeout=120,
                 check=False,
-                **owner,
+                **self.owner,
             )
-            if initdb.returncode != 0:
-                raise RuntimeError(f"initdb failed ({initdb.returncode}): {log_path.read_text()[-2000:]}")
-            port = free_port()
-            proc = subprocess.Popen(
+        if initdb.returncode != 0:
+            raise RuntimeError(f"initdb failed ({initdb.returncode}): {self.log_path.read_text()[-2000:]}")
+        self.start()
+        subprocess.run(
+            [str(self.bin_dir / "createdb"), *self._address(), DATABASE],
+            env={**os.environ, "PGPASSWORD": self.password},
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+
+    def start(self, startup_timeout: float = 60.0) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
                 [
-                    str(bin_dir / "postgres"),
+                    str(self.bin_dir / "postgres"),
                     "-D",
-                    str(data),
+                    str(self.data),
                     "-p",
-                    str(port),
+                    str(self.port),
                     "-h",
                     "127.0.0.1",
                     "-k",
-                    str(root),
+                    str(self.root),
                     "-c",
                     "fsync=off",
                     "-c",
@@ -115,25 +138,40 @@ def running_postgres(startup_timeout: float = 60.0) -> Iterator[str]:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                **owner,
+                **self.owner,
             )
-        env = {**os.environ, "PGPASSWORD": password}
-        address = ["-h", "127.0.0.1", "-p", str(port), "-U", USER]
+        env = {**os.environ, "PGPASSWORD": self.password}
+        ready = [str(self.bin_dir / "pg_isready"), *self._address(), "-d", "postgres"]
         deadline = time.monotonic() + startup_timeout
-        while (
-            subprocess.run(
-                [str(bin_dir / "pg_isready"), *address, "-d", "postgres"], env=env, capture_output=True, check=False
-            ).returncode
-            != 0
-        ):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"postgres did not start: {log_path.read_text()[-2000:]}")
+        while subprocess.run(ready, env=env, capture_output=True, check=False).returncode != 0:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"postgres did not start: {self.log_path.read_text()[-2000:]}")
             time.sleep(0.3)
-        subprocess.run(
-            [str(bin_dir / "createdb"), *address, DATABASE], env=env, capture_output=True, check=True, timeout=60
-        )
-        yield f"postgresql+asyncpg://{USER}:{password}@127.0.0.1:{port}/{DATABASE}"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process_group(self.proc, sig=signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown
+            self.proc = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[Cluster]:
+    """A fresh, running cluster with database ``prefect`` until the block exits."""
+    cluster = Cluster()
+    try:
+        cluster.create()
+        yield cluster
     finally:
-        if proc is not None:
-            stop_process_group(proc, sig=signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.remove()
+
+
+@contextmanager
+def running_postgres() -> Iterator[str]:
+    """A fresh cluster with database ``prefect`` until the block exits; yield its
+    SQLAlchemy URL for Prefect (``postgresql+asyncpg://prefect:PASSWORD@127.0.0.1:PORT/prefect``)."""
+    with postgres_cluster() as cluster:
+        yield cluster.url

@@ -3,10 +3,13 @@ environment), printing JSON: Prefect reads its settings once per process, and th
 test process itself stays on its own settings.
 
     python tests/support/prefect_api.py run DEPLOYMENT PARAMS_JSON TIMEOUT   run and wait; the run and its shots
+    python tests/support/prefect_api.py submit DEPLOYMENT PARAMS_JSON         start a run, do not wait; its id
     python tests/support/prefect_api.py wait RUN_ID RUN_COUNT TIMEOUT        wait for a run's RUN_COUNT-th attempt to finish
     python tests/support/prefect_api.py scheduled DEPLOYMENT                 scheduled runs of a deployment
     python tests/support/prefect_api.py artifacts                            the latest artifact of each key
     python tests/support/prefect_api.py pools                                work pools, and each deployment's pool and pull steps
+    python tests/support/prefect_api.py runs                                 every flow run, with its start and end
+    python tests/support/prefect_api.py logs TEXT                            log lines containing TEXT, with their flow run
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ def _run(r) -> dict:
         "run_count": r.run_count,
         "tags": sorted(r.tags),
         "expected_start": r.expected_start_time.isoformat() if r.expected_start_time else None,
+        "start": r.start_time.isoformat() if r.start_time else None,
+        "end": r.end_time.isoformat() if r.end_time else None,
     }
 
 
@@ -45,6 +50,13 @@ async def run(deployment: str, params: str, timeout: float) -> dict:
         "run": _run(parent),
         "shots": sorted((_run(r) for r in shots if r.name.startswith(prefix)), key=lambda r: r["name"]),
     }
+
+
+async def submit(deployment: str, params: str) -> dict:
+    from prefect.deployments import run_deployment
+
+    started = await run_deployment(deployment, parameters=json.loads(params), timeout=0, as_subflow=False)
+    return {"id": str(started.id)}
 
 
 async def wait(run_id: str, run_count: int, timeout: float) -> dict:
@@ -85,16 +97,43 @@ async def pools() -> dict:
     }
 
 
+async def runs() -> dict:
+    """Every flow run, with the times of each state it went through."""
+    async with get_client() as client:
+        found = await client.read_flow_runs(limit=200)
+        states = [await client.read_flow_run_states(r.id) for r in found]
+    return {
+        "runs": [
+            {**_run(r), "states": [[s.type.value, s.timestamp.isoformat()] for s in history]}
+            for r, history in zip(found, states, strict=True)
+        ]
+    }
+
+
+async def logs(text: str) -> dict:
+    from prefect.client.schemas.filters import LogFilter, LogFilterTextSearch
+
+    async with get_client() as client:
+        found = await client.read_logs(LogFilter(text=LogFilterTextSearch(query=text)), limit=200)
+    return {"logs": [{"flow_run_id": str(g.flow_run_id), "message": g.message} for g in found if text in g.message]}
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
     if command == "run":
         out = asyncio.run(run(args[0], args[1], float(args[2])))
+    elif command == "submit":
+        out = asyncio.run(submit(args[0], args[1]))
     elif command == "wait":
         out = asyncio.run(wait(args[0], int(args[1]), float(args[2])))
     elif command == "artifacts":
         out = asyncio.run(artifacts())
     elif command == "pools":
         out = asyncio.run(pools())
+    elif command == "runs":
+        out = asyncio.run(runs())
+    elif command == "logs":
+        out = asyncio.run(logs(args[0]))
     else:
         out = asyncio.run(scheduled(args[0]))
     print(json.dumps(out))

@@ -46,6 +46,37 @@ def server_env(home: Path, api_url: str | None = None) -> dict[str, str]:
     return env
 
 
+def start_server(
+    home: Path, port: int, startup_timeout: float = 90.0, settings: Mapping[str, str] | None = None
+) -> subprocess.Popen:
+    """``prefect server start`` on ``port``, healthy; its log is appended to ``home/server.log``."""
+    api_url = f"http://127.0.0.1:{port}/api"
+    with open(home / "server.log", "ab") as log:
+        proc = subprocess.Popen(
+            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
+            env={**server_env(home), **(settings or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + startup_timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"prefect server exited with {proc.returncode}:\n{(home / 'server.log').read_text()[-3000:]}"
+            )
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop_process_group(proc)
+            raise RuntimeError(f"prefect server not healthy after {startup_timeout:.0f} s")
+        time.sleep(0.5)
+
+
 @contextmanager
 def running_server(
     home: Path, startup_timeout: float = 90.0, settings: Mapping[str, str] | None = None
@@ -53,35 +84,11 @@ def running_server(
     """Run ``prefect server start`` until the block exits; yield its API URL. ``settings``:
     more of the server's environment (its database, its auth string)."""
     port = free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    log = open(home / "server.log", "wb")
-    proc = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
-        env={**server_env(home), **(settings or {})},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = start_server(home, port, startup_timeout, settings)
     try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"prefect server exited with {proc.returncode}:\n{(home / 'server.log').read_text()[-3000:]}"
-                )
-            try:
-                with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server not healthy after {startup_timeout:.0f} s")
-            time.sleep(0.5)
-        yield api_url
+        yield f"http://127.0.0.1:{port}/api"
     finally:
         stop_process_group(proc)
-        log.close()
 
 
 def stop_process_group(proc: subprocess.Popen, grace: float = 15.0, sig: signal.Signals = signal.SIGTERM) -> None:
