@@ -160,7 +160,7 @@ def _random_seed_models(device: str = "cpu"):
     import torch
     from segment_anything import build_sam_vit_b
 
-    from celmask.models.propagators.sam2 import Sam2Propagator
+    from celmask.models.propagators.sam2 import Sam2Config, Sam2Propagator
     from celmask.models.refiners.sam import SamRefiner
     from celmask.models.ultralytics_env import ultralytics_offline
 
@@ -168,7 +168,7 @@ def _random_seed_models(device: str = "cpu"):
     from ultralytics.models.sam.build import build_sam2_t
 
     torch.manual_seed(0)
-    sam2 = Sam2Propagator.from_model(build_sam2_t(None), "sam2_t:random-init", device=device)
+    sam2 = Sam2Propagator.from_model(build_sam2_t(None), "sam2_t:random-init", Sam2Config(device=device))
     sam = SamRefiner(build_sam_vit_b(None), weights="random-init", device=device)
     return sam2, sam
 

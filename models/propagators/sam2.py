@@ -56,52 +56,51 @@ class _Cursor:
     frame: int
 
 
+@dataclass(frozen=True)
+class Sam2Config:
+    """How :class:`Sam2Propagator` runs SAM 2 (its weights are the propagator's own argument)."""
+
+    device: str = "auto"
+    imgsz: int = 1024
+    """SAM 2's working size, a multiple of 32."""
+    agree_iou: float = 0.5
+    """IoU with the carried mask at which a guide (the drawing's detection) agrees with it."""
+    confidence_decay: float = 0.97
+    """Confidence kept per step since a guide last agreed."""
+
+    def __post_init__(self) -> None:
+        if self.imgsz < 64 or self.imgsz % 32:
+            raise ValueError(f"SAM 2 imgsz must be a multiple of 32 and >= 64, got {self.imgsz}")
+        if not 0.0 <= self.agree_iou <= 1.0 or not 0.0 <= self.confidence_decay <= 1.0:
+            raise ValueError(
+                f"agree_iou and confidence_decay must be in [0, 1], got {self.agree_iou}, {self.confidence_decay}"
+            )
+
+
 class Sam2Propagator:
     """SAM 2 (ultralytics' ``sam2_*.pt`` / ``sam2.1_*.pt``) carrying masks by its memory."""
 
-    def __init__(
-        self,
-        weights: str | os.PathLike,
-        *,
-        device: str = "auto",
-        imgsz: int = 1024,
-        agree_iou: float = 0.5,
-        confidence_decay: float = 0.97,
-    ) -> None:
+    def __init__(self, weights: str | os.PathLike, config: Sam2Config = Sam2Config()) -> None:
         """``weights``: a path, or an ultralytics file name (``sam2.1_b.pt``) looked for
         where :func:`~celmask.models.weights.resolve_weights` looks, pinned to its
         SHA-256 (``@sha256:HEX``: ultralytics publishes none); never downloaded unless asked."""
         path = sam2_weights(weights)
-        self._setup(_load(path), model_id("sam2", path), device, imgsz, agree_iou, confidence_decay)
+        self._setup(_load(path), model_id("sam2", path), config)
 
     @classmethod
-    def from_model(
-        cls,
-        model: SAM2Model,
-        model_id: str,
-        *,
-        device: str = "auto",
-        imgsz: int = 1024,
-        agree_iou: float = 0.5,
-        confidence_decay: float = 0.97,
-    ) -> Sam2Propagator:
+    def from_model(cls, model: SAM2Model, model_id: str, config: Sam2Config = Sam2Config()) -> Sam2Propagator:
         """A propagator around an already built ``SAM2Model`` (tests: random weights)."""
         propagator = cls.__new__(cls)
-        propagator._setup(model, model_id, device, imgsz, agree_iou, confidence_decay)
+        propagator._setup(model, model_id, config)
         return propagator
 
-    def _setup(
-        self, model: SAM2Model, model_id: str, device: str, imgsz: int, agree_iou: float, confidence_decay: float
-    ) -> None:
+    def _setup(self, model: SAM2Model, model_id: str, config: Sam2Config) -> None:
         from celmask.models.ultralytics_env import ultralytics_offline
 
         ultralytics_offline()
         from ultralytics.models.sam.predict import SAM2VideoPredictor
 
-        if imgsz < 64 or imgsz % 32:
-            raise ValueError(f"SAM 2 imgsz must be a multiple of 32 and >= 64, got {imgsz}")
-        if not 0.0 <= agree_iou <= 1.0 or not 0.0 <= confidence_decay <= 1.0:
-            raise ValueError(f"agree_iou and confidence_decay must be in [0, 1], got {agree_iou}, {confidence_decay}")
+        imgsz, device = config.imgsz, config.device
         predictor = SAM2VideoPredictor(
             overrides={
                 "device": auto_device() if device == "auto" else device,
@@ -115,9 +114,7 @@ class Sam2Propagator:
         predictor.setup_source(np.zeros((imgsz, imgsz, 3), np.uint8))  # sets the model's and predictor's sizes
         self._predictor: SAM2VideoPredictor = predictor
         self.model_id = model_id
-        self.imgsz = imgsz
-        self.agree_iou = agree_iou
-        self.confidence_decay = confidence_decay
+        self.config = config
 
     def propagate(
         self, frames: Sequence[np.ndarray], masks: np.ndarray, guides: Sequence[Guide | None] | None = None
@@ -158,9 +155,9 @@ class Sam2Propagator:
             steps_since_agreement += 1
             guide = guides[t] if guides is not None else None
             if guide is not None:
-                agree = np.asarray(guide.present, bool) & (np.diag(mask_iou(out, guide.mask)) >= self.agree_iou)
+                agree = np.asarray(guide.present, bool) & (np.diag(mask_iou(out, guide.mask)) >= self.config.agree_iou)
                 steps_since_agreement[agree] = 0
-            yield out, (present * self.confidence_decay**steps_since_agreement).astype(np.float32)
+            yield out, (present * self.config.confidence_decay**steps_since_agreement).astype(np.float32)
 
     def _letterbox(self, images: np.ndarray, interpolation: int, fill: float) -> torch.Tensor:
         """(n, 1, imgsz, imgsz) or (n, 3, imgsz, imgsz) float32 tensor on the model's device:
@@ -169,9 +166,9 @@ class Sam2Propagator:
         import torch
 
         height, width = images.shape[1:3]
-        scale = min(self.imgsz / height, self.imgsz / width)
+        scale = min(self.config.imgsz / height, self.config.imgsz / width)
         size = (round(width * scale), round(height * scale))
-        out = np.full((len(images), self.imgsz, self.imgsz, *images.shape[3:]), fill, np.float32)
+        out = np.full((len(images), self.config.imgsz, self.config.imgsz, *images.shape[3:]), fill, np.float32)
         for i, image in enumerate(images):
             out[i, : size[1], : size[0]] = cv2.resize(image, size, interpolation=interpolation)
         tensor = torch.from_numpy(out).to(self._predictor.device)
@@ -189,9 +186,9 @@ class Sam2Propagator:
         import torch
         import torch.nn.functional as F
 
-        size = (self.imgsz, self.imgsz)
+        size = (self.config.imgsz, self.config.imgsz)
         square = F.interpolate(logits[None].float(), size=size, mode="bilinear", align_corners=False)
-        scale = min(self.imgsz / height, self.imgsz / width)
+        scale = min(self.config.imgsz / height, self.config.imgsz / width)
         picture = square[..., : round(height * scale), : round(width * scale)]
         logits = F.interpolate(picture, size=(height, width), mode="bilinear", align_corners=False)[0]
         winner = logits.argmax(0, keepdim=True) == torch.arange(len(logits), device=logits.device)[:, None, None]

@@ -100,7 +100,7 @@ def _propagator(config: SegmentConfig) -> _Planned | None:
         from celmask.models.propagators.optical_flow import OpticalFlowPropagator, flow_model_id
 
         return _Planned(flow_model_id(config.flow), lambda: OpticalFlowPropagator(config.flow))
-    from celmask.models.propagators.sam2 import Sam2Propagator, sam2_weights
+    from celmask.models.propagators.sam2 import Sam2Config, Sam2Propagator, sam2_weights
 
     if not config.propagator_weights:
         raise CelmaskError(
@@ -109,7 +109,9 @@ def _propagator(config: SegmentConfig) -> _Planned | None:
             "pass --set propagator.weights=sam2_t.pt or use propagator=flow",
         )
     weights = config.propagator_weights
-    return _Planned(model_id("sam2", sam2_weights(weights)), lambda: Sam2Propagator(weights, device=config.device))
+    return _Planned(
+        model_id("sam2", sam2_weights(weights)), lambda: Sam2Propagator(weights, Sam2Config(device=config.device))
+    )
 
 
 def _refiner(config: SegmentConfig) -> _Planned | None:

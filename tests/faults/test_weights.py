@@ -71,27 +71,27 @@ def test_the_builtin_detector_loads_in_safe_mode():
 
 
 def test_crafted_sam2_weights_never_run_even_when_pinned(tmp_path, marker):
-    from celmask.models.propagators.sam2 import Sam2Propagator
+    from celmask.models.propagators.sam2 import Sam2Config, Sam2Propagator
 
     evil = crafted(tmp_path / "sam2_t.pt", marker)
     with pytest.raises(CelmaskError, match="holds objects other than a model's layers and weights") as error:
-        Sam2Propagator(f"{evil}@sha256:{sha256(evil)}", device="cpu")
+        Sam2Propagator(f"{evil}@sha256:{sha256(evil)}", Sam2Config(device="cpu"))
     assert "\n" not in str(error.value) and not marker.exists()
 
 
 def test_sam2_weights_must_be_pinned_and_match_their_pin(tmp_path, monkeypatch):
-    from celmask.models.propagators.sam2 import Sam2Propagator
+    from celmask.models.propagators.sam2 import Sam2Config, Sam2Propagator
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     path = tmp_path / "sam2_t.pt"
     torch.save({"model": {"w": torch.zeros(2)}}, path)
     with pytest.raises(CelmaskError, match="must be pinned") as error:
-        Sam2Propagator(path, device="cpu")
+        Sam2Propagator(path, Sam2Config(device="cpu"))
     assert f"propagator.weights={path}@sha256:" in str(error.value) and sha256(path) in str(error.value)
     with pytest.raises(CelmaskError, match="is not the pinned"):
-        Sam2Propagator(f"{path}@sha256:{'0' * 64}", device="cpu")
+        Sam2Propagator(f"{path}@sha256:{'0' * 64}", Sam2Config(device="cpu"))
     with pytest.raises(CelmaskError, match="64 lowercase hex digits"):
-        Sam2Propagator(f"{path}@sha256:abc", device="cpu")
+        Sam2Propagator(f"{path}@sha256:abc", Sam2Config(device="cpu"))
     monkeypatch.setenv("CELMASK_SAM2_CHECKPOINT", f"{path}@sha256:{'1' * 64}")  # the variable may carry the pin
     with pytest.raises(CelmaskError, match="is not the pinned"):
         resolve_weights(None, None, env_var="CELMASK_SAM2_CHECKPOINT", pinned=True)

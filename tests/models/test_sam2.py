@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from celmask.models.propagators.base import Guide
-from celmask.models.propagators.sam2 import Sam2Propagator
+from celmask.models.propagators.sam2 import Sam2Config, Sam2Propagator
 from celmask.tasks.core.errors import CelmaskError
 from tests.support.scenes import CountingFrames, drawn_scene
 
@@ -33,7 +33,7 @@ def sam2_tiny():
 
 @pytest.fixture(scope="module")
 def propagator(sam2_tiny) -> Sam2Propagator:
-    return Sam2Propagator.from_model(sam2_tiny, "sam2:random", device="cpu", imgsz=256)
+    return Sam2Propagator.from_model(sam2_tiny, "sam2:random", Sam2Config(device="cpu", imgsz=256))
 
 
 def two_figures(n: int) -> tuple[list[np.ndarray], np.ndarray]:
@@ -112,7 +112,7 @@ def test_missing_weights_are_one_line(tmp_path, monkeypatch):
     monkeypatch.delenv("CELMASK_DOWNLOAD", raising=False)
     for weights, expected in ((tmp_path / "sam2_t.pt", "not found"), ("sam2.1_b.pt", "weights not found")):
         with pytest.raises(CelmaskError, match=expected) as error:
-            Sam2Propagator(weights, device="cpu")
+            Sam2Propagator(weights, Sam2Config(device="cpu"))
         assert "\n" not in str(error.value) and "propagator.weights" in str(error.value)
 
 
@@ -129,11 +129,11 @@ def test_unusable_weights_are_one_line(tmp_path):
     strange = tmp_path / "my_model.pt"
     torch.save({"model": {}}, strange)
     with pytest.raises(CelmaskError, match="not named like an ultralytics SAM 2 checkpoint"):
-        Sam2Propagator(pinned(strange), device="cpu")
+        Sam2Propagator(pinned(strange), Sam2Config(device="cpu"))
     empty = tmp_path / "sam2_t.pt"
     torch.save({"model": {}}, empty)
     with pytest.raises(CelmaskError, match="cannot be loaded as sam2_t.pt") as error:
-        Sam2Propagator(pinned(empty), device="cpu")
+        Sam2Propagator(pinned(empty), Sam2Config(device="cpu"))
     assert "\n" not in str(error.value)
 
 
@@ -142,9 +142,9 @@ def test_a_checkpoint_is_loaded_and_named_by_its_checksum(sam2_tiny, tmp_path):
 
     path = tmp_path / "sam2_t.pt"
     torch.save({"model": sam2_tiny.state_dict()}, path)
-    loaded = Sam2Propagator(pinned(path), device="cpu", imgsz=256)
+    loaded = Sam2Propagator(pinned(path), Sam2Config(device="cpu", imgsz=256))
     assert loaded.model_id == f"sam2:{pinned(path).rpartition('/')[2]}"  # the form of the setting
     frames, masks = two_figures(2)
     assert [m.shape for m, _ in loaded.propagate(frames, masks)] == [(2, H, W)]
     with pytest.raises(ValueError, match="multiple of 32"):
-        Sam2Propagator.from_model(sam2_tiny, "sam2:random", device="cpu", imgsz=100)
+        Sam2Config(device="cpu", imgsz=100)
