@@ -63,8 +63,7 @@ from celmask.tasks.manifest.write import ROW_GROUP_ROWS, WRITER_OPTIONS, upscale
 from celmask.tasks.outputs.report import contact_sheet, jpeg
 from celmask.tasks.run.finish import EpisodeResult, finish_episode
 from celmask.tasks.run.plan import load_plan
-from celmask.tasks.run.shot import _write_summary as write_summary
-from celmask.tasks.run.shot import read_summary
+from celmask.tasks.run.shot import read_summary, write_summary
 from celmask.tasks.segment.config import SegmentConfig
 from celmask.tasks.segment.corrections import carry_corrections
 from celmask.tasks.segment.model_sets import build_followers

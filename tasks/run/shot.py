@@ -115,7 +115,9 @@ def ran_on(config: SegmentConfig) -> dict[str, str]:
     }
 
 
-def _write_summary(episode_dir: Path, summary: ShotSummary) -> None:
+def write_summary(episode_dir: Path, summary: ShotSummary) -> None:
+    """Record ``summary`` as the shot's (``_run/shot_NNNN.json``), atomically: what the
+    episode's finish step and a later run's cache check read."""
     path = summary_path(episode_dir, summary.shot.index)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, (json.dumps(summary.to_dict(), sort_keys=True) + "\n").encode())
@@ -208,12 +210,12 @@ def run_shot(
         write_shot_sheet(episode_dir, seg, summary)
     except Exception as error:
         withdraw_claims(episode_dir, shot.index)
-        _write_summary(
+        write_summary(
             episode_dir, replace(ShotSummary.failed(episode_dir.name, shot, _describe(error)), ran_on=ran_on(config))
         )
         raise
     summary = replace(summary, ran_on=ran_on(config))
-    _write_summary(episode_dir, summary)
+    write_summary(episode_dir, summary)
     return ShotOutcome(summary, cached=False)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from celmask.tasks.synth.backgrounds import SetDesign, view_rect
 from celmask.tasks.synth.characters import random_expression
 from celmask.tasks.synth.palette import RGB, darken, hsv, shade
-from celmask.tasks.synth.staging import CameraState, CharacterPlan, _clamp_center, plan_drawings
+from celmask.tasks.synth.staging import CameraState, CharacterPlan, clamp_center, plan_drawings
 
 EDIT_KINDS = ("cut-in", "cut-out", "jump", "return")
 EDIT_CHANCE = 0.35
@@ -147,7 +147,7 @@ def derive_shot(
         ]
     elif edit not in ("cut-out", "return"):
         raise ValueError(f"edit must be one of {EDIT_KINDS}, got {edit!r}")
-    c = _clamp_center((cx, cy), zoom, set_design, width, height)
+    c = clamp_center((cx, cy), zoom, set_design, width, height)
     camera = (CameraState(c[0], c[1], round(zoom, 6)),) * n
     vx0, _, vx1, _ = view_rect(c, zoom, (width, height))
     characters = []

@@ -131,7 +131,7 @@ def effective_time(n: int, still_spans: tuple[tuple[int, int], ...]) -> np.ndarr
     return tau
 
 
-def _clamp_center(
+def clamp_center(
     c: tuple[float, float], z: float, set_design: SetDesign, width: int, height: int
 ) -> tuple[float, float]:
     hx = width / (2 * z) + SHAKE_MARGIN
@@ -182,17 +182,17 @@ def stage_camera(
     frac = float(rng.uniform(0.35, 0.7)) if kind != "closeup" else float(rng.uniform(0.2, 0.8))
     cy = set_design.horizon - (frac - 0.5) * vh
     cx = float(rng.uniform(0.0, set_design.width))
-    c0 = _clamp_center((cx, cy), zmin, set_design, width, height)
+    c0 = clamp_center((cx, cy), zmin, set_design, width, height)
     c1 = c0
     if move in ("pan", "panzoom"):
         if rng.random() < 0.8:
             d = float(rng.uniform(0.15, 0.55)) * width * (1 if rng.random() < 0.5 else -1)
-            c1 = _clamp_center((c0[0] + d, c0[1]), zmin, set_design, width, height)
+            c1 = clamp_center((c0[0] + d, c0[1]), zmin, set_design, width, height)
             if abs(c1[0] - c0[0]) < 0.1 * width:  # hit the wall: pan the other way
-                c1 = _clamp_center((c0[0] - d, c0[1]), zmin, set_design, width, height)
+                c1 = clamp_center((c0[0] - d, c0[1]), zmin, set_design, width, height)
         else:
             d = float(rng.uniform(0.1, 0.3)) * height * (1 if rng.random() < 0.5 else -1)
-            c1 = _clamp_center((c0[0], c0[1] + d), zmin, set_design, width, height)
+            c1 = clamp_center((c0[0], c0[1] + d), zmin, set_design, width, height)
     total = max(1, int(tau[-1]) + 1)
     m0 = float(rng.uniform(0.0, 0.3)) * total
     m1 = m0 + max(6.0, float(rng.uniform(0.5, 1.0)) * (total - m0))

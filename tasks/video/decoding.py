@@ -22,16 +22,16 @@ import numpy as np
 from celmask.tasks.core.errors import VideoError
 from celmask.tasks.core.types import DecodeIssue, Frame
 from celmask.tasks.video.probing import (
-    _TIMES_CACHE,
+    TIMES_CACHE,
+    StreamFacts,
     VideoInfo,
-    _cache_get,
-    _cache_put,
-    _check_file,
-    _ffmpeg_version,
-    _Probe,
-    _probe,
-    _stat_key,
-    _tool,
+    cache_get,
+    cache_put,
+    check_file,
+    ffmpeg_tool,
+    ffmpeg_version,
+    stat_key,
+    stream_facts,
 )
 
 log = logging.getLogger("celmask.video")
@@ -271,10 +271,10 @@ def decode_threads(pixels: int) -> int:
 
 
 def _command(
-    pr: _Probe, *, size: tuple[int, int] | None, gray: bool, seek: float | None, deblock: bool = True
+    pr: StreamFacts, *, size: tuple[int, int] | None, gray: bool, seek: float | None, deblock: bool = True
 ) -> list[str]:
     """ffmpeg command: decode the stream, scale to ``size`` (None: no pixels, null output)."""
-    ffmpeg_bin = _tool("ffmpeg")
+    ffmpeg_bin = ffmpeg_tool("ffmpeg")
     in_kwargs: dict = {}
     if seek is not None:
         # Seek to the keyframe at or before this absolute stream time; keep every frame after it
@@ -292,7 +292,7 @@ def _command(
         shrink = w <= pr.info.width and h <= pr.info.height and (w, h) != (pr.info.width, pr.info.height)
         stream = stream.filter("scale", w, h, flags="area" if shrink else "bicubic").filter("format", pix_fmt)
     stream = stream.filter("showinfo", checksum=0)
-    sync = {"fps_mode": "passthrough"} if _ffmpeg_version(ffmpeg_bin) >= (5, 1) else {"vsync": "passthrough"}
+    sync = {"fps_mode": "passthrough"} if ffmpeg_version(ffmpeg_bin) >= (5, 1) else {"vsync": "passthrough"}
     if size is None:
         out = ffmpeg.output(stream, "-", format="null", an=None, sn=None, dn=None, **sync)
     else:
@@ -301,7 +301,7 @@ def _command(
     return out.compile(cmd=ffmpeg_bin)
 
 
-def _time_of(pr: _Probe, pts: int | None, tb: Fraction | None) -> float:
+def _time_of(pr: StreamFacts, pts: int | None, tb: Fraction | None) -> float:
     """Seconds from the stream's start time. Same formula everywhere, so equal pts give equal floats."""
     if pts is None:
         return math.nan
@@ -316,7 +316,7 @@ def _frame_seconds(info: VideoInfo) -> float:
 
 
 def _raise_if_stopped_early(
-    pr: _Probe,
+    pr: StreamFacts,
     run: _FFmpegRun,
     rc: int,
     *,
@@ -396,10 +396,10 @@ def missing_frames(path: str | os.PathLike) -> tuple[int, ...]:
 
 
 def _times(path: str | os.PathLike) -> tuple[np.ndarray, tuple[int, ...]]:
-    pr = _probe(path)
-    abspath, st = _check_file(path)
-    key = _stat_key(st)
-    cached = _cache_get(_TIMES_CACHE, abspath, key)
+    pr = stream_facts(path)
+    abspath, st = check_file(path)
+    key = stat_key(st)
+    cached = cache_get(TIMES_CACHE, abspath, key)
     if cached is not None:
         return cached
     run = _FFmpegRun(_command(pr, size=None, gray=False, seek=None), pr.info.codec, pr.url)
@@ -428,7 +428,7 @@ def _times(path: str | os.PathLike) -> tuple[np.ndarray, tuple[int, ...]]:
         run.close()
     times = np.asarray(out, dtype=np.float64)
     times.flags.writeable = False
-    _cache_put(_TIMES_CACHE, abspath, key, (times, tuple(missing)))
+    cache_put(TIMES_CACHE, abspath, key, (times, tuple(missing)))
     return times, tuple(missing)
 
 
@@ -521,7 +521,7 @@ def iter_frames(
         raise ValueError(f"start must be an int >= 0, but got {start!r}")
     if end is not None and (isinstance(end, bool) or not isinstance(end, (int, np.integer))):
         raise ValueError(f"end must be an int or None, but got {end!r}")
-    pr = _probe(path)
+    pr = stream_facts(path)
     size = output_size(pr.info, width, height)
     if times is not None:
         times = np.asarray(times, dtype=np.float64)
@@ -535,7 +535,7 @@ def iter_frames(
 
 
 def _generate(
-    pr: _Probe,
+    pr: StreamFacts,
     size: tuple[int, int],
     gray: bool,
     start: int,
@@ -564,7 +564,7 @@ def _generate(
             report.summary()
 
 
-def _seek_point(pr: _Probe, start: int, times: np.ndarray | None) -> float | None:
+def _seek_point(pr: StreamFacts, start: int, times: np.ndarray | None) -> float | None:
     """Absolute stream time for ``-ss``, or None to decode from the start.
 
     Only containers whose seek index marks keyframes (MP4/MOV, Matroska/WebM) are seeked:
@@ -580,7 +580,7 @@ def _seek_point(pr: _Probe, start: int, times: np.ndarray | None) -> float | Non
 
 
 def _attempt(
-    pr: _Probe,
+    pr: StreamFacts,
     size: tuple[int, int],
     gray: bool,
     start: int,

@@ -1,5 +1,11 @@
 """Probing a video file: its facts (:class:`VideoInfo`), its content fingerprint, and
-the checks that give bad input its one-line error before any frame is decoded."""
+the checks that give bad input its one-line error before any frame is decoded.
+
+Decoding (:mod:`.decoding`) builds on what probing knows, through the names here
+without an underscore: :func:`check_file`, :func:`stat_key`, :func:`ffmpeg_tool`,
+:func:`ffmpeg_version`, :func:`stream_facts` (:class:`StreamFacts`: the probe and what
+decoding needs of the stream) and the per-file caches (:func:`cache_get`,
+:func:`cache_put`, :data:`TIMES_CACHE`); the package exports only what users call."""
 
 from __future__ import annotations
 
@@ -102,7 +108,7 @@ def _where(path: str | os.PathLike) -> str:
     return os.fspath(path)
 
 
-def _check_file(path: str | os.PathLike) -> tuple[str, os.stat_result]:
+def check_file(path: str | os.PathLike) -> tuple[str, os.stat_result]:
     """Return (absolute path, stat) of a readable, non-empty regular file, or raise VideoError."""
     where = _where(path)
     abspath = os.path.abspath(where)
@@ -127,11 +133,11 @@ def _check_file(path: str | os.PathLike) -> tuple[str, os.stat_result]:
     return abspath, st
 
 
-def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+def stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _tool(name: str) -> str:
+def ffmpeg_tool(name: str) -> str:
     found = shutil.which(name)
     if found is None:
         raise VideoError(name, "not found on PATH (celmask decodes video with FFmpeg)", INSTALL_FIX)
@@ -139,7 +145,7 @@ def _tool(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _ffmpeg_version(ffmpeg_bin: str) -> tuple[int, int]:
+def ffmpeg_version(ffmpeg_bin: str) -> tuple[int, int]:
     out = subprocess.run([ffmpeg_bin, "-version"], stdin=subprocess.DEVNULL, capture_output=True, text=True).stdout
     m = re.match(r"ffmpeg version n?(\d+)\.(\d+)", out)
     return (int(m.group(1)), int(m.group(2))) if m else (99, 0)  # git builds: assume current
@@ -191,7 +197,7 @@ def fingerprint(path: str | os.PathLike) -> str:
     Returns ``"b2s1:" + 40 hex digits``. Raises :class:`VideoError` when the file is missing
     or unreadable.
     """
-    abspath, st = _check_file(path)
+    abspath, st = check_file(path)
     size = st.st_size
     h = hashlib.blake2b(digest_size=20, person=b"celmask-" + FINGERPRINT_SCHEME.encode())
     h.update(size.to_bytes(8, "little"))
@@ -216,7 +222,7 @@ def fingerprint(path: str | os.PathLike) -> str:
 
 
 @dataclass(frozen=True)
-class _Probe:
+class StreamFacts:
     """probe() result plus what decoding needs; everything but the fingerprint."""
 
     where: str
@@ -229,8 +235,8 @@ class _Probe:
     seekable: bool  # container has a keyframe-accurate seek index (MP4/MOV, Matroska)
 
 
-_PROBE_CACHE: dict[str, tuple[tuple, _Probe]] = {}
-_TIMES_CACHE: dict[str, tuple[tuple, np.ndarray]] = {}
+_PROBE_CACHE: dict[str, tuple[tuple, StreamFacts]] = {}
+TIMES_CACHE: dict[str, tuple[tuple, np.ndarray]] = {}
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 16
 
@@ -240,16 +246,16 @@ def forget_probes() -> None:
     times the first look at a file, as a user's first command pays it."""
     with _CACHE_LOCK:
         _PROBE_CACHE.clear()
-        _TIMES_CACHE.clear()
+        TIMES_CACHE.clear()
 
 
-def _cache_get(cache: dict, abspath: str, key: tuple):
+def cache_get(cache: dict, abspath: str, key: tuple):
     with _CACHE_LOCK:
         hit = cache.get(abspath)
         return hit[1] if hit is not None and hit[0] == key else None
 
 
-def _cache_put(cache: dict, abspath: str, key: tuple, value) -> None:
+def cache_put(cache: dict, abspath: str, key: tuple, value) -> None:
     with _CACHE_LOCK:
         cache.pop(abspath, None)
         cache[abspath] = (key, value)
@@ -268,23 +274,23 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     directory, empty, not a video (text, audio only, a still image), has a video stream with no
     frames, or is truncated/corrupt as far as the container shows; also when ffprobe is missing.
     """
-    pr = _probe(path)
+    pr = stream_facts(path)
     return dataclasses.replace(pr.info, fingerprint=fingerprint(pr.info.path))
 
 
-def _probe(path: str | os.PathLike) -> _Probe:
-    abspath, st = _check_file(path)
-    key = _stat_key(st)
-    cached = _cache_get(_PROBE_CACHE, abspath, key)
+def stream_facts(path: str | os.PathLike) -> StreamFacts:
+    abspath, st = check_file(path)
+    key = stat_key(st)
+    cached = cache_get(_PROBE_CACHE, abspath, key)
     if cached is not None:
         return dataclasses.replace(cached, where=_where(path))
     pr = _probe_uncached(_where(path), abspath, st)
-    _cache_put(_PROBE_CACHE, abspath, key, pr)
+    cache_put(_PROBE_CACHE, abspath, key, pr)
     return pr
 
 
 def _ffprobe_json(where: str, url: str, args: list[str]) -> tuple[dict, str]:
-    cmd = [_tool("ffprobe"), "-v", "error", "-hide_banner", *args, "-of", "json", url]
+    cmd = [ffmpeg_tool("ffprobe"), "-v", "error", "-hide_banner", *args, "-of", "json", url]
     try:
         cp = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -388,7 +394,7 @@ def _rotation_cw(stream: dict) -> int:
     return int(round(tag / 90.0)) * 90 % 360 if tag is not None else 0
 
 
-def _probe_uncached(where: str, abspath: str, st: os.stat_result) -> _Probe:
+def _probe_uncached(where: str, abspath: str, st: os.stat_result) -> StreamFacts:
     if st.st_size == 0:
         raise VideoError(where, "file is empty (0 bytes)", "re-copy or re-download it; the transfer probably failed")
     url = _url(abspath)
@@ -503,7 +509,9 @@ def _probe_uncached(where: str, abspath: str, st: os.stat_result) -> _Probe:
     if rotation in (90, 270):
         width, height = height, width
     pix_fmt = str(v.get("pix_fmt") or "unknown")
-    bit_depth = _pixel_format_depths(_tool("ffprobe")).get(pix_fmt) or _int_or_none(v.get("bits_per_raw_sample")) or 8
+    bit_depth = (
+        _pixel_format_depths(ffmpeg_tool("ffprobe")).get(pix_fmt) or _int_or_none(v.get("bits_per_raw_sample")) or 8
+    )
 
     info = VideoInfo(
         path=abspath,
@@ -524,7 +532,7 @@ def _probe_uncached(where: str, abspath: str, st: os.stat_result) -> _Probe:
         size_bytes=st.st_size,
         fingerprint="",
     )
-    pr = _Probe(
+    pr = StreamFacts(
         where=where,
         info=info,
         url=url,
@@ -539,7 +547,7 @@ def _probe_uncached(where: str, abspath: str, st: os.stat_result) -> _Probe:
     return pr
 
 
-def _check_tail(pr: _Probe) -> None:
+def _check_tail(pr: StreamFacts) -> None:
     """Raise VideoError when the stream's packets stop well before the duration the container states.
 
     Catches e.g. a faststart MP4 cut in the middle: its index is intact (so ffprobe is happy)
