@@ -69,8 +69,8 @@ SHOT_SCHEMA = pa.schema(
 )
 """Version 1 columns, rows sorted by (frame_index, track_id). ``frame_index`` counts
 from the episode's first frame; ``track_id`` is per shot; ``source`` is "detected",
-"propagated" or "refined"; ``is_keyframe`` marks the frame a track's mask was
-propagated from; ``keyframe_frame`` is that frame and ``keyframe_distance`` the
+"propagated", "refined" or "corrected" (a hand correction, ``celmask correct``);
+``is_keyframe`` marks the frame a track's mask was propagated from; ``keyframe_frame`` is that frame and ``keyframe_distance`` the
 number of frames to it (null for masks not propagated); ``bbox`` is (x, y, w, h)
 and ``area`` the pixel count of the mask, which is ``height`` x ``width`` (the
 video's frame size)."""
