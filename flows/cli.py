@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from celmask.flows.stopping import stop_on_signals, stopped, stopping
 from celmask.tasks.core.errors import CelmaskError, output_problem
@@ -186,6 +187,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             video,
             episode_dir.parent,
             SegmentConfig(),
+            {},
             episode_id=DEMO_EPISODE,
             workers=args.workers,
             progress=args.progress,
@@ -208,6 +210,29 @@ def _segment_config(args: argparse.Namespace):
     from celmask.tasks.segment.config import SegmentConfig
 
     return load_config(SegmentConfig(), args.config, args.set or [])
+
+
+def _run_settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """For the commands that run whole episodes: the segmentation configuration, and the
+    flat settings the flow gets (what differs from the defaults, shot detection's keys
+    as ``shots.*``), from ``--config`` then ``--set``; bad keys or values are one line."""
+    from celmask.tasks.core.config import apply, changed, parse_overrides, read_settings
+    from celmask.tasks.run.plan import SHOT_SETTINGS, shot_config_of, split_settings
+    from celmask.tasks.segment.config import SegmentConfig
+    from celmask.tasks.shots.detect import ShotConfig
+
+    config, shots = SegmentConfig(), ShotConfig()
+    for where, given in (
+        (str(args.config), read_settings(args.config) if args.config else {}),
+        ("--set", parse_overrides(args.set or [])),
+    ):
+        segment, shot = split_settings(given)
+        config = apply(config, segment, where=where)
+        shots = apply(shots, shot, where=f"{where} ({SHOT_SETTINGS}*)")
+    settings = changed(config, SegmentConfig())
+    settings.update({SHOT_SETTINGS + k: v for k, v in changed(shots, ShotConfig()).items()})
+    shot_config_of(settings)
+    return config, settings
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -402,6 +427,7 @@ def run_episode(
     video: str | Path,
     out: str | Path,
     config,
+    settings: dict[str, Any],
     *,
     episode_id: str | None = None,
     workers: int = 2,
@@ -411,25 +437,24 @@ def run_episode(
 ) -> dict:
     """Run the ``episode`` flow in this process (embedded Prefect unless a server is
     configured; ``server``: from :func:`celmask.flows.embedded.start_server`) with progress on
-    stderr; return its result."""
+    stderr; return its result. ``config``: the segmentation configuration; ``settings``:
+    the flat settings the flow gets (:func:`_run_settings`)."""
     from tqdm import tqdm
 
     from celmask.flows.embedded import local_prefect
     from celmask.flows.progress import listener
-    from celmask.tasks.core.config import changed
-    from celmask.tasks.segment.config import SegmentConfig
 
     show = progress if progress is not None else sys.stderr.isatty()
-    settings = changed(config, SegmentConfig())
 
     def meanwhile() -> None:
         """While the server starts: import the flow, and what its first steps would do, so they find it done."""
         import celmask.flows.episode  # noqa: F401
-        from celmask.tasks.run.plan import episode_id_of, plan_episode
+        from celmask.tasks.run.plan import episode_id_of, plan_episode, shot_config_of, split_settings
         from celmask.tasks.segment.model_sets import preload_models
 
         preload_models(config)
-        plan_episode(video, Path(out) / episode_id_of(video, episode_id), settings)
+        segment, _ = split_settings(settings)
+        plan_episode(video, Path(out) / episode_id_of(video, episode_id), segment, shot_config_of(settings))
 
     with local_prefect(meanwhile, server):
         from celmask.flows.episode import episode_flow
@@ -468,7 +493,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from celmask.tasks.video import probe
 
     with _server_first() as server:
-        config = _segment_config(args)
+        config, settings = _run_settings(args)
         _positive("--workers", args.workers)
         episode_dir = Path(args.out) / episode_id_of(args.video, args.episode_id)
         probe(args.video)  # an unreadable video fails here, before any flow run
@@ -481,6 +506,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 args.video,
                 args.out,
                 config,
+                settings,
                 episode_id=args.episode_id,
                 workers=args.workers,
                 faults=_faults(args.fail_shots, args.fail_transient),
@@ -608,11 +634,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def cmd_nightly(args: argparse.Namespace) -> int:
     from celmask.flows.embedded import local_prefect
-    from celmask.tasks.core.config import changed
     from celmask.tasks.run.inbox import find_episodes, redact
-    from celmask.tasks.segment.config import SegmentConfig
 
-    config = _segment_config(args)
+    _, settings = _run_settings(args)
     _positive("--workers", args.workers)
     items = find_episodes(args.inbox, args.out)  # a missing inbox fails here, before Prefect starts
     todo = sum(not item.done for item in items)
@@ -629,7 +653,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
         token = listener.set(show)
         try:
-            result = nightly_flow(args.inbox, str(args.out), changed(config, SegmentConfig()), workers=args.workers)
+            result = nightly_flow(args.inbox, str(args.out), settings, workers=args.workers)
         finally:
             listener.reset(token)
     print(f"{len(result['complete'])} complete, {len(result['skipped'])} done before, none failed")

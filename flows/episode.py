@@ -48,7 +48,14 @@ from celmask.tasks.core.types import Shot
 from celmask.tasks.manifest.layout import sheet_path
 from celmask.tasks.run.finish import EpisodeResult, finish_episode
 from celmask.tasks.run.lock import episode_lock
-from celmask.tasks.run.plan import EpisodePlan, episode_id_of, load_plan, plan_episode
+from celmask.tasks.run.plan import (
+    EpisodePlan,
+    episode_id_of,
+    load_plan,
+    plan_episode,
+    shot_config_of,
+    split_settings,
+)
 from celmask.tasks.run.shot import Faults, ShotOutcome, run_shot
 from celmask.tasks.segment.config import SegmentConfig
 from celmask.tasks.segment.model_files import check_model_files
@@ -74,8 +81,11 @@ def artifact_slug(text: str) -> str:
 
 def check_settings(config: dict[str, Any] | None) -> dict[str, Any]:
     """``config`` checked now (a bad key, or a model file from a directory the worker does
-    not allow, fails the run before any work), as given."""
-    check_model_files(apply(SegmentConfig(), config or {}, where="config"))
+    not allow, fails the run before any work), as given: segmentation settings and shot
+    detection's (``shots.*``)."""
+    segment, _ = split_settings(config or {})
+    check_model_files(apply(SegmentConfig(), segment, where="config"))
+    shot_config_of(config or {})
     return dict(config or {})
 
 
@@ -216,7 +226,8 @@ def segment_shot_flow(
     ``OUT/<episode_id>/shots/``. On a retry of this run, finish the episode again, so
     that once the last failed shot is good the episode is complete."""
     episode_dir = Path(out) / episode_id_of(video, episode_id)
-    outcome = shot_task(video, Shot(**shot), str(episode_dir), check_settings(config), faults, gpu_limit, force)
+    segment, _ = split_settings(check_settings(config))
+    outcome = shot_task(video, Shot(**shot), str(episode_dir), segment, faults, gpu_limit, force)
     if flow_run.run_count > 1:
         with contextlib.suppress(CelmaskError):
             finish_episode(episode_dir, load_plan(episode_dir))
@@ -228,8 +239,9 @@ def segment_shot_flow(
 
 @task(name="plan", task_run_name="plan")
 def plan_task(video: str, episode_dir: Path, settings: dict[str, Any]) -> EpisodePlan:
-    """Probe and detect shots (reused from an earlier run of the same content)."""
-    return plan_episode(video, episode_dir, settings)[0]
+    """Probe and detect shots (reused from an earlier run of the same content) with the
+    ``shots.*`` settings."""
+    return plan_episode(video, episode_dir, split_settings(settings)[0], shot_config_of(settings))[0]
 
 
 @task(name="finish", task_run_name="finish")
@@ -421,10 +433,11 @@ def episode_flow(
         _tag_this_run(f"episode:{episode_dir.name}")
         plan = plan_task(video, episode_dir, settings)
         progress = _Progress(plan)
+        segment, _ = split_settings(settings)  # what the shots are segmented with
         if shot_deployment:
-            _run_deployed(plan, out, settings, faults, shot_deployment, gpu_limit, progress)
+            _run_deployed(plan, out, segment, faults, shot_deployment, gpu_limit, progress)
         else:
-            _run_local(plan, episode_dir, settings, faults, workers, progress)
+            _run_local(plan, episode_dir, segment, faults, workers, progress)
         result = finish_task(episode_dir, plan)
         create_table_artifact(
             _shots_table(result),

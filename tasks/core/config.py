@@ -259,28 +259,32 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
 def load_config(default: C, path: str | Path | None = None, overrides: Iterable[str] = ()) -> C:
     """``default`` updated from a TOML file of flat dotted keys, then from ``key=value``
     overrides."""
-    config = default
-    if path is not None:
-        path = Path(path)
-        try:
-            settings = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise CelmaskError(path, "config file not found", "pass an existing TOML file to --config") from None
-        except OSError as error:  # a directory, no permission
-            raise CelmaskError(
-                path, f"cannot be read as a config file ({error.strerror})", "pass a readable TOML file to --config"
-            ) from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-            raise CelmaskError(
-                path, f"is not valid TOML ({error})", 'write flat keys, e.g. "detector.weights" = "x.pt"'
-            ) from None
-        nested = [k for k, v in settings.items() if isinstance(v, dict)]
-        if nested:
-            raise CelmaskError(
-                path, f"has tables {nested}", 'quote dotted keys: "tracks.max_gap" = 8, not tracks.max_gap = 8'
-            )
-        config = apply(config, settings, where=str(path))
+    config = default if path is None else apply(default, read_settings(path), where=str(path))
     return apply(config, parse_overrides(overrides))
+
+
+def read_settings(path: str | Path) -> dict[str, Any]:
+    """The flat dotted settings of a TOML config file; a missing, unreadable or nested
+    file is one line."""
+    path = Path(path)
+    try:
+        settings = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise CelmaskError(path, "config file not found", "pass an existing TOML file to --config") from None
+    except OSError as error:  # a directory, no permission
+        raise CelmaskError(
+            path, f"cannot be read as a config file ({error.strerror})", "pass a readable TOML file to --config"
+        ) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise CelmaskError(
+            path, f"is not valid TOML ({error})", 'write flat keys, e.g. "detector.weights" = "x.pt"'
+        ) from None
+    nested = [k for k, v in settings.items() if isinstance(v, dict)]
+    if nested:
+        raise CelmaskError(
+            path, f"has tables {nested}", 'quote dotted keys: "tracks.max_gap" = 8, not tracks.max_gap = 8'
+        )
+    return settings
 
 
 def config_json(config: Any) -> str:

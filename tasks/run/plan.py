@@ -24,6 +24,7 @@ from typing import Any
 
 from celmask.models import transnetv2
 from celmask.tasks.core.atomic import write_atomic
+from celmask.tasks.core.config import apply
 from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.core.types import Shot
 from celmask.tasks.manifest.layout import PLAN_NAME, RUN_DIR, plan_path
@@ -165,6 +166,24 @@ def episode_id_of(video: str | Path, episode_id: str | None = None) -> str:
             "pass a shorter --episode-id",
         )
     return value
+
+
+SHOT_SETTINGS = "shots."
+"""Keys of a run's flat settings that start with this are shot detection's
+(``shots.learned=never``: :class:`~celmask.tasks.shots.detect.ShotConfig` fields); the
+rest are segmentation's."""
+
+
+def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(segmentation settings, shot-detection settings without their ``shots.`` prefix)."""
+    shots = {k[len(SHOT_SETTINGS) :]: v for k, v in settings.items() if k.startswith(SHOT_SETTINGS)}
+    return {k: v for k, v in settings.items() if not k.startswith(SHOT_SETTINGS)}, shots
+
+
+def shot_config_of(settings: dict[str, Any], where: str = "config") -> ShotConfig:
+    """The shot detector's configuration from the ``shots.*`` keys of ``settings``; a bad
+    key or value is one line."""
+    return apply(ShotConfig(), split_settings(settings)[1], where=f"{where} (shots.*)")
 
 
 def plan_episode(

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from celmask.tasks.manifest.schema import read_shot_meta
+
 CELMASK = str(Path(sys.executable).with_name("celmask"))
 
 
@@ -155,3 +157,26 @@ def test_deploy_without_a_server_is_one_line(tmp_path, monkeypatch):
     done = celmask("deploy", "--inbox", tmp_path, "--out", tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "PREFECT_API_URL" in done.stderr
+
+
+def test_a_bad_shot_setting_stops_run_before_any_work(episode, tmp_path):
+    done = celmask("run", episode / "episode.mp4", "--out", tmp_path / "out", "--set", "shots.learnd=never")
+    assert done.returncode == 2 and not (tmp_path / "out").exists()
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown config key 'learnd'" in lines[0] and "shots.*" in lines[0], done.stderr
+
+
+@pytest.mark.slow
+def test_run_takes_shot_settings_and_records_them(episode, tmp_path):
+    """``--set shots.*`` reaches shot detection (plan and _SUCCESS.json say so) and not the segmentation config."""
+    out = tmp_path / "out"
+    args = ("--set", "shots.learned=never", "--set", "shots.min_shot_frames=12", "--set", "work_size=320")
+    done = celmask("run", episode / "episode.mp4", "--out", out, *args, "--no-progress")
+    assert done.returncode == 0, done.stderr[-2000:]
+    plan = json.loads((out / "episode" / "_run" / "plan.json").read_text())
+    assert plan["shot_config"]["learned"] == "never" and plan["shot_config"]["min_shot_frames"] == 12
+    assert plan["shot_learned"] == {}
+    success = json.loads((out / "episode" / "_SUCCESS.json").read_text())
+    assert success["shot_detection"]["config"]["learned"] == "never"
+    meta = read_shot_meta(out / "episode" / "shots" / "shot_0000.parquet")
+    assert "shots.learned" not in json.loads(meta.config_json) and json.loads(meta.config_json)["work_size"] == 320

@@ -20,3 +20,24 @@ def test_plan_records_the_learned_model_and_redetects_when_it_changes(clip, tmp_
     monkeypatch.undo()
     rules, reused = plan_episode(video, episode, {}, ShotConfig(learned="never"))
     assert not reused and rules.shot_learned == {} and rules.shots == plan.shots
+
+
+def test_shot_settings_ride_in_the_run_settings_as_shots_keys():
+    """``celmask run --set shots.learned=never``: the flat settings carry shot detection's
+    keys beside segmentation's; each part is checked on its own, in one line."""
+    import pytest
+
+    from celmask.tasks.core.errors import CelmaskError
+    from celmask.tasks.run.plan import shot_config_of, split_settings
+
+    settings = {"work_size": 320, "shots.learned": "never", "shots.min_shot_frames": 12}
+    assert split_settings(settings) == ({"work_size": 320}, {"learned": "never", "min_shot_frames": 12})
+    assert shot_config_of(settings) == ShotConfig(learned="never", min_shot_frames=12)
+    assert shot_config_of({"work_size": 320}) == ShotConfig()
+    for bad, match in (
+        ({"shots.learnd": "never"}, "unknown config key 'learnd'"),
+        ({"shots.learned": "maybe"}, "learned"),
+    ):
+        with pytest.raises(CelmaskError, match=match) as error:
+            shot_config_of(bad)
+        assert "\n" not in str(error.value) and "shots.*" in str(error.value)
