@@ -226,21 +226,33 @@ class _SamBacked(ABC):
         """(n, H, W) bool: the model's own answer for each row, before the guard."""
 
 
+@dataclass(frozen=True)
+class PromptConfig:
+    """How :class:`SamRefiner` prompts SAM."""
+
+    batch: int = 16
+    """Instances whose prompts go through SAM's decoder at once."""
+
+    def __post_init__(self) -> None:
+        if self.batch < 1:
+            raise ValueError(f"batch must be >= 1, got {self.batch}")
+
+
 class SamRefiner(_SamBacked):
     """SAM prompted with each instance's box and mask (as ``mask_input`` logits), three
     candidate masks each, the one SAM rates best proposed. One image embedding per frame
-    with instances; prompts go through the decoder ``batch`` instances at a time."""
+    with instances; prompts go through the decoder ``config.batch`` instances at a time."""
 
     kind = "sam-prompt"
 
-    def __init__(self, sam: Sam, *, weights: str = "random-init", device: str = "auto", batch: int = 16) -> None:
+    def __init__(
+        self, sam: Sam, *, weights: str = "random-init", device: str = "auto", config: PromptConfig = PromptConfig()
+    ) -> None:
         from segment_anything import SamPredictor
 
         super().__init__(sam, weights=weights, device=device)
-        if batch < 1:
-            raise ValueError(f"batch must be >= 1, got {batch}")
         self.predictor = SamPredictor(self.sam)
-        self.batch = batch
+        self.config = config
 
     def propose(self, image: np.ndarray, instances: Instances) -> np.ndarray:
         import torch
@@ -261,8 +273,8 @@ class SamRefiner(_SamBacked):
                 ),
                 device=self.device,
             )
-            for start in range(0, rows.size, self.batch):
-                part = slice(start, start + self.batch)
+            for start in range(0, rows.size, self.config.batch):
+                part = slice(start, start + self.config.batch)
                 masks, quality, _ = predictor.predict_torch(
                     None, None, boxes=boxes[part], mask_input=prompts[part], multimask_output=True
                 )

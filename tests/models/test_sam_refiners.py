@@ -12,6 +12,7 @@ import torch
 from segment_anything import sam_model_registry
 
 from celmask.models.refiners.sam import (
+    PromptConfig,
     SamRefiner,
     VoteConfig,
     VoteRefiner,
@@ -81,7 +82,9 @@ def check_contract(inputs: list[Instances], outputs: list[Instances]) -> None:
 def test_prompted_refiner_keeps_rows_and_rejects_what_random_sam_says(frames):
     sam = tiny_sam(seed=0)
     calls = counted_encoder(sam)
-    refiner = SamRefiner(sam, device="cpu", batch=2)  # 3 instances: two decoder batches, one embedding
+    refiner = SamRefiner(
+        sam, device="cpu", config=PromptConfig(batch=2)
+    )  # 3 instances: two decoder batches, one embedding
     images = [image for image, _ in frames]
     inputs = [inst for _, inst in frames]
     outputs = refiner.refine(images, inputs)
@@ -190,8 +193,8 @@ def test_from_checkpoint_loads_the_weights(tmp_path, monkeypatch, no_weights_env
     saved = tiny_sam(seed=5)
     path = tmp_path / "tiny.pth"
     torch.save(saved.state_dict(), path)
-    refiner = SamRefiner.from_checkpoint("tiny", path, device="cpu", batch=4)
-    assert refiner.batch == 4
+    refiner = SamRefiner.from_checkpoint("tiny", path, device="cpu", config=PromptConfig(batch=4))
+    assert refiner.config.batch == 4
     for name, value in refiner.sam.state_dict().items():
         assert torch.equal(value, saved.state_dict()[name]), name
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
