@@ -241,8 +241,11 @@ def test_report_renders_in_chromium(episode, copy, tmp_path):
     finally:
         browser.close()
     assert page["shots"] == [f"shot-{s.shot.index}" for s in summaries]
-    assert [i["src"] for i in page["images"]] == [f"thumbs/shot_{s.shot.index:04d}.jpg" for s in summaries]
-    assert all(i["loaded"] and i["lazy"] == "lazy" and i["height"] == 108 for i in page["images"]), page["images"]
+    cast = [i for i in page["images"] if i["src"].startswith("thumbs/character_")]  # the cast strip, first
+    sheets = page["images"][len(cast) :]
+    assert cast and page["images"][: len(cast)] == cast and all(i["loaded"] for i in cast), cast
+    assert [i["src"] for i in sheets] == [f"thumbs/shot_{s.shot.index:04d}.jpg" for s in summaries]
+    assert all(i["loaded"] and i["lazy"] == "lazy" and i["height"] == 108 for i in sheets), sheets
     assert page["previews"] == [f"../_exports/preview/shot_{s.shot.index:04d}.mp4" for s in summaries]
     assert all((index.parent / href).is_file() for href in page["previews"])
     assert page["keyframeRows"] == len(summaries) + sum(len(s.keyframes) for s in summaries)
