@@ -38,8 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from celmask.tasks.cast.enrol import load_enrolment, save_enrolment  # noqa: E402
 from celmask.tasks.cast.episode import compute_cast  # noqa: E402
-from celmask.tasks.eval.masks import score_video  # noqa: E402
-from celmask.tasks.eval.segment import TRACK_KEY, manifest_frames  # noqa: E402
+from celmask.tasks.eval.segment import matched_characters  # noqa: E402
 from celmask.tasks.manifest.layout import enrolment_path, run_dir  # noqa: E402
 from celmask.tasks.synth import iter_truth_masks, load_truth  # noqa: E402
 from celmask.tasks.synth.realepisode import ART_NAME  # noqa: E402
@@ -47,21 +46,6 @@ from celmask.tasks.synth.suite import ensure_episode  # noqa: E402
 
 SHARED_ART = ROOT.parent / "shared" / "realart"
 CELMASK = ROOT / ".venv" / "bin" / "celmask"
-
-
-def matched_characters(out: Path, truth_dir: Path) -> dict[tuple[int, int], int]:
-    """(predicted shot, track) -> true character_id, for the tracks matched to a true one."""
-    truth = load_truth(truth_dir)
-    score = score_video(
-        manifest_frames(out, truth.frame_count),
-        iter_truth_masks(truth_dir),
-        truth.holds,
-        [(s.start, s.end) for s in truth.shots],
-    )
-    character = {(s.start, t.track_id): t.character_id for s in truth.shots for t in s.tracks}
-    return {
-        divmod(t.matched, TRACK_KEY): character[t.shot_start, t.track_id] for t in score.tracks if t.matched is not None
-    }
 
 
 def pair_counts(truth: dict[tuple[int, int], int], predicted: dict[tuple[int, int], int | None]) -> np.ndarray:

@@ -109,3 +109,14 @@ def score_manifest(episode_dir: str | Path, truth_dir: str | Path) -> SegScore:
         truth.holds,
         [(s.start, s.end) for s in truth.shots],
     )
+
+
+def matched_characters(episode_dir: str | Path, truth_dir: str | Path) -> dict[tuple[int, int], int]:
+    """(shot, track) of a whole-episode run -> the true ``character_id`` of the true track
+    it was matched to (:func:`score_manifest`); unmatched tracks are left out."""
+    truth = load_truth(truth_dir)
+    character = {(s.start, t.track_id): t.character_id for s in truth.shots for t in s.tracks}
+    score = score_manifest(episode_dir, truth_dir)
+    return {
+        divmod(t.matched, TRACK_KEY): character[t.shot_start, t.track_id] for t in score.tracks if t.matched is not None
+    }

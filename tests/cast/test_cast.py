@@ -16,8 +16,7 @@ from celmask.tasks.cast.cluster import cluster
 from celmask.tasks.cast.enrol import load_enrolment, save_enrolment
 from celmask.tasks.cast.episode import MIN_CONFIDENCE, compute_cast
 from celmask.tasks.core.errors import CelmaskError
-from celmask.tasks.eval.masks import score_video
-from celmask.tasks.eval.segment import TRACK_KEY, manifest_frames
+from celmask.tasks.eval.segment import matched_characters
 from celmask.tasks.manifest.cast import characters_of, read_cast, read_cast_info, read_tracks, write_cast
 from celmask.tasks.manifest.layout import CAST_NAME, SUCCESS_NAME, TRACKS_NAME, shot_path
 from celmask.tasks.manifest.validate import validate
@@ -38,19 +37,6 @@ def problems(path) -> list[str]:
     return [str(p) for p in validate(path).problems]
 
 
-def truth_characters(episode, truth_dir) -> dict[tuple[int, int], int]:
-    """(shot, track) -> true character_id of each predicted track matched to a true one."""
-    truth = load_truth(truth_dir)
-    score = score_video(
-        manifest_frames(episode, truth.frame_count),
-        iter_truth_masks(truth_dir),
-        truth.holds,
-        [(s.start, s.end) for s in truth.shots],
-    )
-    true = {(s.start, t.track_id): t.character_id for s in truth.shots for t in s.tracks}
-    return {divmod(t.matched, TRACK_KEY): true[t.shot_start, t.track_id] for t in score.tracks if t.matched is not None}
-
-
 def test_tracks_of_one_shot_never_merge_nor_two_anchors():
     same = np.zeros((4, 4))  # four items that look exactly alike
     result = cluster(same, groups=[0, 0, 1, 2], threshold=0.3)
@@ -66,7 +52,7 @@ def test_every_track_gets_its_true_character_across_shots(episode, manifest_epis
         (i, int(t)) for i in (0, 1) for t in set(pq.read_table(shot_path(episode, i)).column("track_id").to_pylist())
     }
     assert {(t.shot_index, t.track_id) for t in tracks} == shown
-    truth = truth_characters(episode, manifest_episode.video.parent)
+    truth = matched_characters(episode, manifest_episode.video.parent)
     predicted = {(t.shot_index, t.track_id): t.character_id for t in tracks}
     assert len(set(truth.values())) >= 4 and sum(predicted[k] is not None for k in truth) >= 4
     for a in truth:
@@ -165,7 +151,7 @@ def test_enrolment_names_the_clusters(episode, manifest_episode, tmp_path):
         )
     save_enrolment(episode, load_enrolment(tmp_path / "cast"))
     result = compute_cast(episode, manifest_episode.video)
-    matched = truth_characters(episode, truth_dir)
+    matched = matched_characters(episode, truth_dir)
     names = {(t.shot_index, t.track_id): t.character for t in result.tracks}
     assert all(names[k] == f"hero{c}" for k, c in matched.items() if k[0] == 0)
     assert {c.character for c in result.cast} >= {f"hero{c}" for k, c in matched.items() if k[0] == 0}
