@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from celmask.flows.watch import PENDING_SECONDS
+from celmask.flows.watch import HEARTBEAT_EVENT, PENDING_MESSAGE, PENDING_SECONDS, SILENT_MESSAGE, SILENT_SECONDS
 from celmask.tasks.core.errors import CelmaskError
 
 if TYPE_CHECKING:
@@ -49,12 +49,6 @@ GPU_DEVICE_REQUEST = {"driver": "nvidia", "count": 1, "capabilities": [["gpu"]]}
 GPU_LIMIT = "gpu"
 DEFAULT_TIMEZONE = "Asia/Tokyo"
 DEPLOY_TIMEOUT_S = 300
-HEARTBEAT_SECONDS = 30
-"""How often deployed flow runs send a heartbeat (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``
-in the deployments' job variables; Prefect's default is 180 s)."""
-SILENT_SECONDS = 4 * HEARTBEAT_SECONDS
-"""A Running flow run this long without a heartbeat lost its process (a worker or host
-killed): the server marks it Crashed, and the episode flow submits its shot again."""
 TERMINAL_EVENTS = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed")}
 
 
@@ -225,9 +219,9 @@ async def _pools_and_limit(settings: DeploySettings) -> list[str]:
 def crash_sweeps() -> list:
     """Automations that end flow runs whose process is gone, so none stays Running or
     Pending for good (what a lost worker or a restarted server leaves behind). The
-    episode and nightly flows end their own children stuck Pending too
-    (:class:`celmask.flows.watch.RunWatch`): the Pending event this needs can be lost
-    with a killed server."""
+    episode and nightly flows end their own children so too
+    (:class:`celmask.flows.watch.RunWatch`): the event a sweep needs can be lost with a
+    killed server."""
     from datetime import timedelta
 
     from prefect.client.schemas.objects import StateType
@@ -253,17 +247,17 @@ def crash_sweeps() -> list:
     return [
         sweep(
             "celmask: crash silent runs",
-            "prefect.flow-run.heartbeat",
-            {"prefect.flow-run.heartbeat"},
+            HEARTBEAT_EVENT,
+            {HEARTBEAT_EVENT},
             SILENT_SECONDS,
-            f"no heartbeat for {SILENT_SECONDS} s: its process was lost",
+            SILENT_MESSAGE,
         ),
         sweep(
             "celmask: crash runs stuck pending",
             "prefect.flow-run.Pending",
             {"prefect.flow-run.Running"},
             PENDING_SECONDS,
-            f"Pending for {PENDING_SECONDS} s: its process never started",
+            PENDING_MESSAGE,
         ),
     ]
 

@@ -41,7 +41,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from celmask.flows import progress as progress_module
 from celmask.flows.progress import EpisodeProgress
-from celmask.flows.watch import RunWatch
+from celmask.flows.watch import CRASH_RESUBMITS, ended
 from celmask.tasks.core.config import apply
 from celmask.tasks.core.errors import CelmaskError, ShotsFailed, is_transient
 from celmask.tasks.core.types import Shot
@@ -64,14 +64,9 @@ from celmask.tasks.segment.model_sets import preload_models
 SHOT_RETRIES = 2
 SHOT_RETRY_DELAYS = [10.0, 60.0]
 """Seconds before each retry of a shot that failed transiently (jittered by half)."""
-CRASH_RESUBMITS = 1
-"""Times a deployed shot whose run crashed (its worker was lost) is submitted again,
-without injected faults."""
 GPU_LEASE_SECONDS = 60.0
 """A shot's ``gpu`` slot is a lease it renews while it works: when its worker is lost
 the slot is free again about this long after (Prefect's default is 300 s)."""
-POLL_SECONDS = 2.0
-"""How often the episode flow looks at its deployed shots' states."""
 
 
 def artifact_slug(text: str) -> str:
@@ -313,8 +308,8 @@ def _run_deployed(
     progress: _Progress,
 ) -> None:
     """Shots as flow runs of ``shot_deployment``, all submitted, then watched to the end.
-    A run that crashed (lost worker) is submitted again once; a failed one stays failed."""
-    from prefect.client.orchestration import get_client
+    A run that crashed (lost worker) is submitted again once, without injected faults;
+    a failed one stays failed."""
     from prefect.deployments import run_deployment
 
     parent = flow_run.id
@@ -338,19 +333,11 @@ def _run_deployed(
         ).id
 
     pending = {submit(shot, 0): (shot, 0) for shot in plan.work_order}
-    with get_client(sync_client=True) as client:
-        watch = RunWatch(client)
-        while pending:
-            time.sleep(POLL_SECONDS)
-            for run_id, (shot, attempt) in list(pending.items()):
-                state = watch.state(run_id)
-                if state is None or not state.is_final():
-                    continue
-                del pending[run_id]
-                if state.is_crashed() and attempt < CRASH_RESUBMITS:
-                    pending[submit(shot, attempt + 1)] = (shot, attempt + 1)
-                    continue
-                progress.shot_finished(shot, ok=state.is_completed(), cached=False)
+    for (shot, attempt), state in ended(pending):
+        if state.is_crashed() and attempt < CRASH_RESUBMITS:
+            pending[submit(shot, attempt + 1)] = (shot, attempt + 1)
+        else:
+            progress.shot_finished(shot, ok=state.is_completed(), cached=False)
 
 
 def _tag_this_run(*names: str) -> None:

@@ -17,7 +17,6 @@ tried again (their good shots come back from the shot cache).
 from __future__ import annotations
 
 import datetime
-import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
@@ -27,8 +26,8 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
-from celmask.flows.episode import POLL_SECONDS, artifact_slug, check_settings, episode_flow
-from celmask.flows.watch import RunWatch
+from celmask.flows.episode import artifact_slug, check_settings, episode_flow
+from celmask.flows.watch import CRASH_RESUBMITS, ended
 from celmask.tasks.core.errors import CelmaskError, ShotsFailed
 from celmask.tasks.manifest.layout import staging_dir
 from celmask.tasks.run.inbox import InboxItem, fetch, find_episodes, record_source, redact
@@ -102,9 +101,20 @@ def _run_here(items: list[InboxItem], out: str, episode: dict[str, Any], decided
 
 
 def _run_deployed(items: list[InboxItem], out: str, episode: dict[str, Any], deployment: str, decided: Decided) -> None:
-    """Each item as a flow run of ``deployment``, all submitted, then watched to the end."""
-    from prefect.client.orchestration import get_client
+    """Each item as a flow run of ``deployment``, all submitted, then watched to the end.
+    A run that crashed (its worker or the server lost) is submitted again once: its
+    finished shots come back from the shot cache."""
     from prefect.deployments import run_deployment
+
+    def submit(item: InboxItem, video: Path, attempt: int):
+        return run_deployment(
+            deployment,
+            timeout=0,
+            flow_run_name=f"ep-{item.episode_id}",
+            parameters=dict(video=str(video), out=out, episode_id=item.episode_id, **episode),
+            tags=[f"episode:{item.episode_id}", "pool:cpu"],
+            idempotency_key=f"{flow_run.id}-{item.episode_id}" + (f"-{attempt}" if attempt else ""),
+        ).id
 
     pending = {}
     for item in items:
@@ -112,24 +122,12 @@ def _run_deployed(items: list[InboxItem], out: str, episode: dict[str, Any], dep
         if video is None:
             decided(item, error)
         else:
-            run = run_deployment(
-                deployment,
-                timeout=0,
-                flow_run_name=f"ep-{item.episode_id}",
-                parameters=dict(video=str(video), out=out, episode_id=item.episode_id, **episode),
-                tags=[f"episode:{item.episode_id}", "pool:cpu"],
-                idempotency_key=f"{flow_run.id}-{item.episode_id}",
-            )
-            pending[run.id] = (item, video)
-    with get_client(sync_client=True) as client:
-        watch = RunWatch(client)
-        while pending:
-            time.sleep(POLL_SECONDS)
-            for run_id, (item, video) in list(pending.items()):
-                state = watch.state(run_id)
-                if state is not None and state.is_final():
-                    del pending[run_id]
-                    decided(item, _settled(item, video, out, state, remote_run=True))
+            pending[submit(item, video, 0)] = (item, video, 0)
+    for (item, video, attempt), state in ended(pending):
+        if state.is_crashed() and attempt < CRASH_RESUBMITS:
+            pending[submit(item, video, attempt + 1)] = (item, video, attempt + 1)
+        else:
+            decided(item, _settled(item, video, out, state, remote_run=True))
 
 
 @flow(name="nightly", flow_run_name=_nightly_run_name)

@@ -6,7 +6,7 @@ so three shots are often ready for two slots. Every good episode completes with 
 files byte-identical to an embedded run's, the corrupt one fails with its reason, and
 no more than 2 shots ever hold a slot at once.
 
-Then the same night again on a fresh studio, with faults: a GPU worker and its flow
+Then a night of 3 of the episodes on a fresh studio, with faults: a GPU worker and its flow
 run's processes killed while a shot holds a slot, the Prefect server killed and
 restarted (same port, same database), PostgreSQL restarted. Every run ends (none stays
 Pending or Running), every episode is complete or failed with its reason, what was
@@ -15,7 +15,9 @@ written is the embedded run's bytes, and a second night completes every episode.
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +41,10 @@ SWEPT = ("no heartbeat", "Pending for")
 """What the crash sweeps say of a run they ended (flows/deploy.py, flows/watch.py)."""
 SETTLE_S = 900
 """Longest the runs of a night with faults may take to end (the crash sweeps wait 2-5 min)."""
+FAULTY = GOOD[:3]
+"""The episodes of the night with faults: 6 shots for 3 GPU workers and 2 slots, so that
+a shot holds a slot when its worker is killed and others go on (the whole inbox makes
+the night, its sweeps and the second night several minutes longer)."""
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +70,15 @@ def night(episodes, tmp_path_factory):
 
 def _shot_count(reference: dict[str, dict[str, bytes]]) -> int:
     return sum(len(files) for files in reference.values())
+
+
+def _part_of(inbox: Path, names: tuple[str, ...], root: Path) -> Path:
+    """``root/inbox``: ``names``' videos and the corrupt one, linked from ``inbox``."""
+    part = root / "inbox"
+    part.mkdir()
+    for name in (*names, CORRUPT):
+        os.link(inbox / f"{name}.mp4", part / f"{name}.mp4")
+    return part
 
 
 def test_every_good_episode_completes_byte_identical_and_the_corrupt_one_fails(night, episodes):
@@ -104,8 +119,8 @@ def faulty_night(episodes, tmp_path_factory):
     """A night with a GPU worker lost mid-shot, the server and the database restarted,
     then a second night: (the studio, the first nightly run, every run once all ended,
     the second nightly run)."""
-    inbox, _ = episodes
-    with running_studio(tmp_path_factory.mktemp("faults"), inbox, GPU_SLOTS) as studio:
+    root = tmp_path_factory.mktemp("faults")
+    with running_studio(root, _part_of(episodes[0], FAULTY, root), GPU_SLOTS) as studio:
         studio.start_workers(cpu=2, gpus=GPUS)
         night_id = studio.submit_night()
         killed = studio.kill_gpu_worker_mid_shot()
@@ -125,20 +140,20 @@ def test_after_faults_every_run_ends_and_each_episode_is_complete_or_says_why(fa
     reference = episodes[1]
     assert first["state"] in FINAL, first
     night = [r for r in runs if r["name"].startswith(("ep-", "nightly-"))]
-    assert len(night) > len(GOOD) and all(r["state"] in FINAL for r in night)  # settled_runs waited for them
+    assert len(night) > len(FAULTY) and all(r["state"] in FINAL for r in night)  # settled_runs waited for them
     # The lost worker's run was ended by a sweep, not left Running or Pending.
     swept = [r for r in night if r["state"] == "CRASHED" and any(w in (r["message"] or "") for w in SWEPT)]
     assert swept, [(r["name"], r["state"], r["message"]) for r in night if r["state"] != "COMPLETED"]
     episode_runs = {r["name"]: r for r in runs if r["name"].startswith("ep-") and "-shot-" not in r["name"]}
-    for name in GOOD:
+    for name in FAULTY:
         if not (studio.out / name / SUCCESS_NAME).is_file():
             failed = episode_runs[f"ep-{name}"]
             assert failed["state"] in {"FAILED", "CRASHED"} and failed["message"], failed
     # Nothing written is damaged: every shot file there is the embedded run's.
-    for name in GOOD:
+    for name in FAULTY:
         for file, data in shot_bytes(studio.out / name).items():
             assert data == reference[name][file], (name, file)
-    print({r["name"]: r["state"] for r in runs if r["state"] != "COMPLETED"})
+    print({r["name"]: (r["state"], r["message"]) for r in runs if r["state"] != "COMPLETED"})
 
 
 @pytest.mark.faults
@@ -146,6 +161,6 @@ def test_after_faults_a_second_night_completes_every_episode_byte_identical(faul
     studio, _, _, second = faulty_night
     reference = episodes[1]
     assert second["state"] == "FAILED" and f"episodes failed: {CORRUPT} " in second["message"], second
-    for name in GOOD:
+    for name in FAULTY:
         assert (studio.out / name / SUCCESS_NAME).is_file(), (name, studio.worker_logs())
         assert shot_bytes(studio.out / name) == reference[name], name

@@ -7,6 +7,7 @@ it and the workers are stopped by PID (their whole process group), never by name
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -93,20 +94,24 @@ def running_server(
 
 def stop_process_group(proc: subprocess.Popen, grace: float = 15.0, sig: signal.Signals = signal.SIGTERM) -> None:
     """``sig`` (SIGTERM) to the process group started by ``proc``, then SIGKILL what is left."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
+    stop_process_groups([proc], grace, sig)
+
+
+def stop_process_groups(
+    procs: list[subprocess.Popen], grace: float = 15.0, sig: signal.Signals = signal.SIGTERM
+) -> None:
+    """:func:`stop_process_group` for several at once: one ``grace`` for all, not one each."""
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def run(cmd: list[str], env: Mapping[str, str], timeout: float = 600) -> subprocess.CompletedProcess:

@@ -32,6 +32,7 @@ from tests.support.prefect_server import (
     start_server,
     start_worker,
     stop_process_group,
+    stop_process_groups,
 )
 
 CELMASK = str(Path(sys.executable).with_name("celmask"))
@@ -123,21 +124,23 @@ class Studio:
         self.workers[name] = start_worker(pool, env, self.root / f"worker-{name}.log", name, *args)
 
     def stop_workers(self) -> None:
-        while self.workers:
-            stop_process_group(self.workers.popitem()[1])
+        stop_process_groups(list(self.workers.values()))
+        self.workers.clear()
 
     def night(self, out: Path | None = None, timeout: float = 900) -> dict:
         """The nightly deployment over the inbox (into ``out``, default the deployed one),
         run to its end; its run."""
         params = {"config": SETTINGS, **({"out": str(out)} if out else {})}
-        return call_api(self.env, "run", "nightly/nightly", json.dumps(params), str(timeout))["run"]
+        ran = call_api(self.env, "run", "nightly/nightly", json.dumps(params), str(timeout), timeout=timeout + 60)
+        return ran["run"]
 
     def submit_night(self) -> str:
         """The nightly deployment's run, started and not waited on; its id."""
         return call_api(self.env, "submit", "nightly/nightly", json.dumps({"config": SETTINGS}))["id"]
 
     def wait(self, run_id: str, timeout: float) -> dict:
-        return call_api(self.env, "wait", run_id, "1", str(timeout))
+        """The run once final, or as it is after ``timeout`` seconds."""
+        return call_api(self.env, "wait", run_id, "1", str(timeout), timeout=timeout + 60)
 
     def settled_runs(self, timeout: float) -> list[dict]:
         """Every flow run, once all are final (but the nightly schedule's next runs);
