@@ -6,6 +6,7 @@ test process itself stays on its own settings.
     python tests/support/prefect_api.py submit DEPLOYMENT PARAMS_JSON         start a run, do not wait; its id
     python tests/support/prefect_api.py wait RUN_ID RUN_COUNT TIMEOUT        wait for a run's RUN_COUNT-th attempt to finish
     python tests/support/prefect_api.py scheduled DEPLOYMENT                 scheduled runs of a deployment
+    python tests/support/prefect_api.py unschedule DEPLOYMENT                turn its schedules off
     python tests/support/prefect_api.py artifacts                            the latest artifact of each key
     python tests/support/prefect_api.py pools                                work pools, and each deployment's pool and pull steps
     python tests/support/prefect_api.py runs                                 every flow run, with its start and end
@@ -77,6 +78,15 @@ async def scheduled(deployment: str) -> dict:
     return {"runs": [_run(r) for r in runs if r.state and r.state.is_scheduled()]}
 
 
+async def unschedule(deployment: str) -> dict:
+    """Turn the deployment's schedules off (Prefect deletes the runs they made for later)."""
+    async with get_client() as client:
+        found = await client.read_deployment_by_name(deployment)
+        for schedule in found.schedules:
+            await client.update_deployment_schedule(found.id, schedule.id, active=False)
+    return {"schedules": len(found.schedules)}
+
+
 async def artifacts() -> dict:
     async with get_client() as client:
         found = await client.read_latest_artifacts()
@@ -126,6 +136,8 @@ if __name__ == "__main__":
         out = asyncio.run(submit(args[0], args[1]))
     elif command == "wait":
         out = asyncio.run(wait(args[0], int(args[1]), float(args[2])))
+    elif command == "unschedule":
+        out = asyncio.run(unschedule(args[0]))
     elif command == "artifacts":
         out = asyncio.run(artifacts())
     elif command == "pools":
