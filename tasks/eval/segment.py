@@ -10,7 +10,7 @@ figures isolate segmentation from shot detection.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,41 @@ class EpisodeEval:
         )
 
 
+TRACK_KEY = 100_000
+"""Predicted ids become ``shot * TRACK_KEY + track``: unique across the detected shots."""
+
+
+def evaluate_detected_shots(
+    episode_dir: str | Path, config: SegmentConfig, *, models: Models | None = None, shots: list[Shot] | None = None
+) -> EpisodeEval:
+    """As :func:`evaluate_episode`, but segmenting the shots celmask detects in the video
+    (default shot settings; ``shots`` to give them), scored against the true shots: what
+    a user gets, missed and false cuts included."""
+    from celmask.tasks.shots.detect import detect_shots
+
+    episode_dir = Path(episode_dir)
+    video = episode_dir / "episode.mp4"
+    truth = load_truth(episode_dir)
+    models = models or build_models(config)
+    shots = detect_shots(video).shots if shots is None else shots
+    total = [EpisodeEval(SegScore.combine([]), shots=len(truth.shots))]
+
+    def frames() -> Iterator[FrameMasks]:
+        for shot in shots:
+            result = segment_shot(video, shot, config, models=models)
+            total.append(
+                EpisodeEval(SegScore.combine([]), len(result.frame_indices), len(result.instances), result.seconds)
+            )
+            for frame in predicted_frames(result):
+                yield frame._replace(track_ids=shot.index * TRACK_KEY + frame.track_ids)
+
+    score = score_video(frames(), iter_truth_masks(episode_dir), truth.holds, [(s.start, s.end) for s in truth.shots])
+    result = total[0]
+    for part in total[1:]:
+        result = result.add(part)
+    return replace(result, score=score)
+
+
 def predicted_frames(result: ShotSegmentation) -> Iterator[FrameMasks]:
     """The shot's masks as the metric's frame stream (working size = source size here)."""
     for index, _, inst in result.frames():
@@ -77,10 +112,6 @@ def evaluate_episode(episode_dir: str | Path, config: SegmentConfig, *, models: 
         score = score_shot(predicted_frames(result), iter_truth_masks(episode_dir, s.start, s.end), holds)
         total = total.add(EpisodeEval(score, len(result.frame_indices), len(result.instances), result.seconds, 1))
     return total
-
-
-TRACK_KEY = 100_000
-"""Predicted ids become ``shot * TRACK_KEY + track``: unique across the detected shots."""
 
 
 def manifest_frames(episode_dir: str | Path, frame_count: int) -> Iterator[FrameMasks]:

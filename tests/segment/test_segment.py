@@ -14,7 +14,7 @@ import pytest
 from celmask.tasks.core.config import load_config
 from celmask.tasks.core.types import Shot, Source
 from celmask.tasks.eval.masks import score_shot
-from celmask.tasks.eval.segment import predicted_frames
+from celmask.tasks.eval.segment import evaluate_detected_shots, evaluate_episode, predicted_frames
 from celmask.tasks.segment import model_sets as segment_models
 from celmask.tasks.segment.config import SegmentConfig
 from celmask.tasks.segment.model_sets import build_models, lend_models
@@ -247,3 +247,21 @@ def test_the_temporal_stages_repair_unstable_detections(episode):
             j[name] = sum(sc.j * (s.end - s.start) for sc, s in scores) / sum(s.end - s.start for s in shots)
         gains.append(j["full"] - j["detections"])
     assert min(gains) > 0.015 and sum(gains) / len(gains) > 0.025, gains
+
+
+def test_scoring_on_detected_shots_matches_the_true_shots_and_what_celmask_detects_comes_close(episode):
+    """bench/segment.py's row on celmask's own shots: given the true shots it scores as
+    the true-shot rows do; on the shots celmask detects here (clean cuts) it covers every
+    frame and loses little."""
+    truth = load_truth(episode)
+    settings = config(episode, "propagator=none", "refiner=none")
+    plain = evaluate_episode(episode, settings)
+    given = evaluate_detected_shots(
+        episode, settings, shots=[Shot(s.index, s.start, s.end, 0.0, 0.0) for s in truth.shots]
+    )
+    figures = ("j", "f", "jf", "flicker", "fp_tracks")
+    assert [getattr(given.score, k) for k in figures] == [getattr(plain.score, k) for k in figures]
+    assert given.frames == plain.frames == truth.frame_count
+    detected = evaluate_detected_shots(episode, settings)
+    assert detected.frames == truth.frame_count and detected.shots == len(truth.shots)
+    assert detected.score.jf > plain.score.jf - 0.03, (detected.score.jf, plain.score.jf)
