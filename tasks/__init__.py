@@ -1,6 +1,6 @@
 """The pipeline as plain functions on plain data, one subpackage per stage.
 
-    video -> shots -> segment -> manifest -> outputs        (run/ is what the flows call)
+    video -> shots -> segment -> manifest -> cast -> outputs        (run/ is what the flows call)
 
 - :mod:`~celmask.tasks.core`: the shared vocabulary every stage and model adapter may use;
 - :mod:`~celmask.tasks.video`: probing and streaming frames out of ffmpeg;
@@ -16,7 +16,7 @@
 
 The layering, enforced by import-linter (``pyproject.toml``, run by ``.ci/run``)::
 
-    core <- models <- video, shots <- segment <- manifest <- cast <- outputs <- run <- flows
+    core <- models <- video <- shots <- segment <- manifest <- cast <- outputs <- run <- flows
 
 ``eval``, ``synth`` and ``trainset`` sit beside the pipeline and may use any layer below
 ``run``; nothing in the pipeline imports them. No module here imports Prefect: the
