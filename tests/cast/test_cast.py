@@ -14,7 +14,7 @@ from PIL import Image
 
 from celmask.tasks.cast.cluster import cluster
 from celmask.tasks.cast.enrol import load_enrolment, save_enrolment
-from celmask.tasks.cast.episode import MIN_CONFIDENCE, compute_cast
+from celmask.tasks.cast.episode import MIN_CONFIDENCE, THRESHOLD, compute_cast
 from celmask.tasks.core.errors import CelmaskError
 from celmask.tasks.eval.segment import matched_characters
 from celmask.tasks.manifest.cast import characters_of, read_cast, read_cast_info, read_tracks, write_cast
@@ -44,6 +44,21 @@ def test_tracks_of_one_shot_never_merge_nor_two_anchors():
     assert len(set(result.labels)) == 2
     anchored = cluster(same, groups=[0, 1, 2, 3], threshold=0.3, anchors=["a", "b", None, None])
     assert anchored.labels[0] != anchored.labels[1] and set(anchored.labels) == {0, 1}
+
+
+def test_a_track_as_close_to_two_characters_is_unsure_and_clear_ones_are_sure():
+    """Null when unsure: a track (shot 2) about as far from two characters (each seen in
+    shots 0 and 1) as they are from each other has a confidence under MIN_CONFIDENCE,
+    so ``assign`` leaves it unassigned; the characters' own tracks are sure."""
+    close, between, apart = 0.05, 0.25, 0.28
+    d = np.full((5, 5), apart)
+    d[0, 1] = d[1, 0] = d[2, 3] = d[3, 2] = close  # character A in shots 0 and 1, B likewise
+    d[4, :] = d[:, 4] = between
+    np.fill_diagonal(d, 0.0)
+    result = cluster(d, groups=[0, 1, 0, 1, 2], threshold=THRESHOLD)
+    assert result.labels[0] == result.labels[1] != result.labels[2] == result.labels[3]
+    assert result.confidence[4] < MIN_CONFIDENCE, result.confidence
+    assert min(result.confidence[:4]) >= MIN_CONFIDENCE, result.confidence
 
 
 def test_every_track_gets_its_true_character_across_shots(episode, manifest_episode):
