@@ -1,5 +1,5 @@
 """Major 10 of issue 13: two commands on one episode. The first holds an OS lock on
-``OUT/<episode>/_run/lock``; a second ``run``, ``rerun`` or ``finalize`` refuses at once
+``OUT/<episode>/_run/lock``; a second ``run``, ``rerun``, ``finalize`` or ``correct`` refuses at once
 with one line naming the first's pid (exit 2). The lock dies with its process: after a
 SIGKILL the next run takes it and completes with the same bytes."""
 
@@ -33,7 +33,8 @@ def test_a_second_command_refuses_while_a_run_works_and_the_lock_dies_with_it(fi
     try:
         wait_for("the lock", holds_lock(episode, first.pid), first)
         wait_for("a recompute", recomputing(episode), first)
-        for args in (run_args(finished, out), ["rerun", episode, "--shot", "0"], ["finalize", episode]):
+        correct = ["correct", episode, "--shot", "0", "--track", "0", "--delete-track"]
+        for args in (run_args(finished, out), ["rerun", episode, "--shot", "0"], ["finalize", episode], correct):
             began = time.monotonic()
             done = celmask(env, *args)
             assert done.returncode == 2, done.stderr[-3000:]
