@@ -41,7 +41,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from celmask.flows import progress as progress_module
 from celmask.flows.progress import EpisodeProgress
-from celmask.flows.watch import CRASH_RESUBMITS, ended
+from celmask.flows.watch import ended
 from celmask.tasks.core.config import apply
 from celmask.tasks.core.errors import CelmaskError, ShotsFailed, is_transient
 from celmask.tasks.core.types import Shot
@@ -308,8 +308,8 @@ def _run_deployed(
     progress: _Progress,
 ) -> None:
     """Shots as flow runs of ``shot_deployment``, all submitted, then watched to the end.
-    A run that crashed (lost worker) is submitted again once, without injected faults;
-    a failed one stays failed."""
+    A run that crashed (lost worker) is submitted again once (:func:`~celmask.flows.watch.ended`),
+    without injected faults; a failed one stays failed."""
     from prefect.deployments import run_deployment
 
     parent = flow_run.id
@@ -332,12 +332,8 @@ def _run_deployed(
             idempotency_key=f"{parent}-{plan.episode_id}-shot-{shot.index}-{attempt}",
         ).id
 
-    pending = {submit(shot, 0): (shot, 0) for shot in plan.work_order}
-    for (shot, attempt), state in ended(pending):
-        if state.is_crashed() and attempt < CRASH_RESUBMITS:
-            pending[submit(shot, attempt + 1)] = (shot, attempt + 1)
-        else:
-            progress.shot_finished(shot, ok=state.is_completed(), cached=False)
+    for shot, state in ended(plan.work_order, submit):
+        progress.shot_finished(shot, ok=state.is_completed(), cached=False)
 
 
 def _tag_this_run(*names: str) -> None:

@@ -17,7 +17,7 @@ tried again (their good shots come back from the shot cache).
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
 from celmask.flows.episode import artifact_slug, check_settings, episode_flow
-from celmask.flows.watch import CRASH_RESUBMITS, ended
+from celmask.flows.watch import ended
 from celmask.tasks.core.errors import CelmaskError, ShotsFailed
 from celmask.tasks.manifest.layout import staging_dir
 from celmask.tasks.run.inbox import InboxItem, fetch, find_episodes, record_source, redact
@@ -102,11 +102,20 @@ def _run_here(items: list[InboxItem], out: str, episode: dict[str, Any], decided
 
 def _run_deployed(items: list[InboxItem], out: str, episode: dict[str, Any], deployment: str, decided: Decided) -> None:
     """Each item as a flow run of ``deployment``, all submitted, then watched to the end.
-    A run that crashed (its worker or the server lost) is submitted again once: its
-    finished shots come back from the shot cache."""
+    A run that crashed (its worker or the server lost) is submitted again once
+    (:func:`~celmask.flows.watch.ended`): its finished shots come back from the shot cache."""
     from prefect.deployments import run_deployment
 
-    def submit(item: InboxItem, video: Path, attempt: int):
+    def fetched() -> Iterator[tuple[InboxItem, Path]]:
+        for item in items:
+            video, error = _fetched(item, out)
+            if video is None:
+                decided(item, error)
+            else:
+                yield item, video
+
+    def submit(episode_of: tuple[InboxItem, Path], attempt: int):
+        item, video = episode_of
         return run_deployment(
             deployment,
             timeout=0,
@@ -116,18 +125,8 @@ def _run_deployed(items: list[InboxItem], out: str, episode: dict[str, Any], dep
             idempotency_key=f"{flow_run.id}-{item.episode_id}" + (f"-{attempt}" if attempt else ""),
         ).id
 
-    pending = {}
-    for item in items:
-        video, error = _fetched(item, out)
-        if video is None:
-            decided(item, error)
-        else:
-            pending[submit(item, video, 0)] = (item, video, 0)
-    for (item, video, attempt), state in ended(pending):
-        if state.is_crashed() and attempt < CRASH_RESUBMITS:
-            pending[submit(item, video, attempt + 1)] = (item, video, attempt + 1)
-        else:
-            decided(item, _settled(item, video, out, state, remote_run=True))
+    for (item, video), state in ended(fetched(), submit):
+        decided(item, _settled(item, video, out, state, remote_run=True))
 
 
 @flow(name="nightly", flow_run_name=_nightly_run_name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -108,20 +108,27 @@ class RunWatch:
         return self.client.read_flow_run(run_id).state
 
 
-def ended(runs: dict[UUID, T]) -> Iterator[tuple[T, Any]]:
-    """Each of ``runs``' values with its run's final state, as each run ends, until
-    ``runs`` is empty (an ended run is removed; one the caller adds meanwhile, a crashed
-    child submitted again, is watched too)."""
+def ended(first: Iterable[T], submit: Callable[[T, int], UUID]) -> Iterator[tuple[T, Any]]:
+    """Each of ``first`` submitted in turn (``submit(item, attempt)`` starts its run and
+    gives the run's id), then watched: each item with its run's final state, as each
+    ends. A run that crashed (its worker, host or server was lost) is submitted again,
+    up to :data:`CRASH_RESUBMITS` times, and only its last run's state is given."""
     from prefect.client.orchestration import get_client
 
+    runs = {submit(item, 0): (item, 0) for item in first}
     with get_client(sync_client=True) as client:
         watch = RunWatch(client)
         while runs:
             time.sleep(POLL_SECONDS)
             for run_id in list(runs):
                 state = watch.state(run_id)
-                if state is not None and state.is_final():
-                    yield runs.pop(run_id), state
+                if state is None or not state.is_final():
+                    continue
+                item, attempt = runs.pop(run_id)
+                if state.is_crashed() and attempt < CRASH_RESUBMITS:
+                    runs[submit(item, attempt + 1)] = (item, attempt + 1)
+                else:
+                    yield item, state
 
 
 def _age(when: datetime.datetime) -> float:
