@@ -70,22 +70,20 @@ def evaluate_detected_shots(
     truth = load_truth(episode_dir)
     models = models or build_models(config)
     shots = detect_shots(video).shots if shots is None else shots
-    total = [EpisodeEval(SegScore.combine([]), shots=len(truth.shots))]
+    total = EpisodeEval(SegScore.combine([]), shots=len(truth.shots))
 
     def frames() -> Iterator[FrameMasks]:
+        nonlocal total
         for shot in shots:
             result = segment_shot(video, shot, config, models=models)
-            total.append(
+            total = total.add(
                 EpisodeEval(SegScore.combine([]), len(result.frame_indices), len(result.instances), result.seconds)
             )
             for frame in predicted_frames(result):
                 yield frame._replace(track_ids=shot.index * TRACK_KEY + frame.track_ids)
 
     score = score_video(frames(), iter_truth_masks(episode_dir), truth.holds, [(s.start, s.end) for s in truth.shots])
-    result = total[0]
-    for part in total[1:]:
-        result = result.add(part)
-    return replace(result, score=score)
+    return replace(total, score=score)
 
 
 def predicted_frames(result: ShotSegmentation) -> Iterator[FrameMasks]:
