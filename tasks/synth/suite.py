@@ -3,12 +3,17 @@
 An episode directory is complete only when its ``truth.json`` exists (the
 generator writes it last), so a directory left by an interrupted run is simply
 generated again. A real-art episode (``art``) is reused only when its ``art.json``
-names the same art folder and split.
+names the same art folder and split. Processes that ask for the same directory at once
+(tests run side by side, two benchmarks) take turns on a lock beside it
+(:func:`episode_lock`): the first generates, the others then reuse its episode.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
@@ -39,31 +44,46 @@ def ensure_episode(
         raise ValueError("hard_cases are planned for generated episodes only, not with art")
     out = Path(out_dir)
     source = None if art is None else art_source(art, art_split, split_seed)
-    if (out / TRUTH_NAME).is_file():
-        truth = load_truth(out)
-        recorded = json.loads((out / ART_NAME).read_text())["source"] if (out / ART_NAME).is_file() else None
-        if (
-            _matches(truth, seed, duration, width, height, Fraction(fps))
-            and recorded == source
-            and truth.hard_cases == hard_cases
-        ):
-            return out
-    (out / ART_NAME).unlink(missing_ok=True)
-    if art is None:
-        generate_episode(out, seed=seed, duration=duration, width=width, height=height, fps=fps, hard_cases=hard_cases)
-    else:
-        generate_art_episode(
-            out,
-            art,
-            seed=seed,
-            duration=duration,
-            width=width,
-            height=height,
-            fps=fps,
-            split=art_split,
-            split_seed=split_seed,
-        )
+    with episode_lock(out):
+        if (out / TRUTH_NAME).is_file():
+            truth = load_truth(out)
+            recorded = json.loads((out / ART_NAME).read_text())["source"] if (out / ART_NAME).is_file() else None
+            if (
+                _matches(truth, seed, duration, width, height, Fraction(fps))
+                and recorded == source
+                and truth.hard_cases == hard_cases
+            ):
+                return out
+        (out / ART_NAME).unlink(missing_ok=True)
+        if art is None:
+            generate_episode(
+                out, seed=seed, duration=duration, width=width, height=height, fps=fps, hard_cases=hard_cases
+            )
+        else:
+            generate_art_episode(
+                out,
+                art,
+                seed=seed,
+                duration=duration,
+                width=width,
+                height=height,
+                fps=fps,
+                split=art_split,
+                split_seed=split_seed,
+            )
     return out
+
+
+@contextmanager
+def episode_lock(out_dir: Path) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside ``out_dir`` (waiting for whoever holds it)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_dir.parent / f".{out_dir.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _matches(truth: Truth, seed: int, duration: float, width: int, height: int, fps: Fraction) -> bool:

@@ -4,6 +4,7 @@ test must pass alone as well as in any order).
 
     .venv/bin/python tests/support/each_alone.py -m "not slow"        # the fast subset, 2 at a time
     .venv/bin/python tests/support/each_alone.py tests/video -j 1     # one folder, one at a time
+    .venv/bin/python tests/support/each_alone.py -m slow -j 1 -v      # the slow ones, a line per test
 
 Prints a line per failure as it happens and a summary; exit 1 when any failed.
 """
@@ -60,6 +61,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-j", "--jobs", type=int, default=2, help="tests at once (default 2)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds one test may take (default 900)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="a line per test with its seconds")
     args, selection = parser.parse_known_args()
     nodes = collect(selection)
     print(f"each_alone: {len(nodes)} tests, {args.jobs} at a time", flush=True)
@@ -71,6 +73,8 @@ def main() -> int:
                 failed.append(node)
                 tail = " | ".join(line for line in output.splitlines()[-6:] if line.strip())
                 print(f"FAILED alone ({seconds:.0f} s): {node}: {tail}", flush=True)
+            elif args.verbose:
+                print(f"ok alone ({seconds:.0f} s): {node}", flush=True)
             if n % 50 == 0:
                 print(
                     f"  {n} of {len(nodes)} run, {len(failed)} failed, {time.monotonic() - started:.0f} s", flush=True

@@ -422,3 +422,27 @@ def test_short_episode_and_other_size(tmp_path: Path) -> None:
         "masks.parquet",
         "truth.json",
     ]
+
+
+def test_an_episode_asked_for_twice_at_once_is_made_once(tmp_path: Path) -> None:
+    """Two processes that ensure the same cached episode take turns (tests side by side
+    once clobbered each other's half-written files): the second waits, then reuses."""
+    import fcntl
+    import sys
+
+    from celmask.tasks.synth.suite import ensure_episode
+
+    out = tmp_path / "cache" / "seed-3"
+    code = f"from celmask.tasks.synth.suite import ensure_episode; ensure_episode({str(out)!r}, seed=3, duration=1.0)"
+    out.parent.mkdir(parents=True)
+    with open(out.parent / ".seed-3.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as if another process were generating it
+        child = subprocess.Popen([sys.executable, "-c", code])
+        with pytest.raises(subprocess.TimeoutExpired):
+            child.wait(timeout=3)  # waits for the lock instead of writing beside the holder
+        assert not out.exists()
+        fcntl.flock(held, fcntl.LOCK_UN)
+    assert child.wait(timeout=120) == 0
+    made = (out / "truth.json").stat().st_mtime_ns
+    assert ensure_episode(out, seed=3, duration=1.0) == out
+    assert (out / "truth.json").stat().st_mtime_ns == made  # reused, not made again
