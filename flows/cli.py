@@ -715,6 +715,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             device=args.device,
             model=model,
             resume=args.resume,
+            split_by=args.split_by,
         )
     print(
         f"wrote {metrics['weights']} (sha256 {metrics['sha256'][:12]}) and {Path(metrics['weights']).with_name('metrics.json')}"
@@ -1001,6 +1002,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--backgrounds",
         help="directory of real backgrounds without characters, one sub-folder per "
         "source, or 'none' (default: ../shared/realart/backgrounds when present)",
+    )
+    p.add_argument(
+        "--split-by",
+        choices=("character", "pose"),
+        default="character",
+        help="split the cut-outs between train, val and test by character (default: how well it finds "
+        "characters it never saw) or by pose (your own cast: every character trained on, judged on poses it never saw)",
     )
     p.add_argument(
         "--resume",

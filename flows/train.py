@@ -3,6 +3,7 @@ held-out episodes, publish the weights.
 
     build-dataset  real-art composites + generated ones + episode frames
                    (tasks/trainset/composites.py): train, val, test, split by character
+                   (or, for a studio's own cast, by pose)
     train-detector ultralytics, offline (models/training.py); --resume goes on from
                    the run's last checkpoint
     evaluate       on val (what picked best.pt) and on test: composites of held-out
@@ -54,13 +55,16 @@ def train_flow(
     device: str = "cpu",
     model: str = DEFAULT_MODEL,
     resume: bool = False,
+    split_by: str = "character",
 ) -> dict:
     """Build the dataset (``images`` train, ``val_images`` val, ``test_images`` held-out
     episode frames, default = ``val_images``), train ``epochs`` epochs at ``imgsz``,
     evaluate, and write ``OUT/best.pt`` and ``OUT/metrics.json``; return the metrics.
 
     ``cutouts`` / ``backgrounds``: directories of real art; None = the shared ones when
-    present, ``"none"`` = generated only. ``resume``: go on with the interrupted run in
+    present, ``"none"`` = generated only. ``split_by``: ``"character"`` (never a
+    character in two splits) or ``"pose"`` (a studio's own cast: every character trained
+    on, val and test on poses training never showed). ``resume``: go on with the interrupted run in
     ``OUT`` (the dataset is rebuilt the same, by seed, when it is gone).
     """
     started = time.time()
@@ -78,6 +82,7 @@ def train_flow(
             seed=seed,
             cutouts=cutouts,
             backgrounds=backgrounds,
+            split_by=split_by,
         )
     built = time.time()
     best = train_detector_task(
@@ -118,6 +123,7 @@ def train_flow(
             "epochs": epochs,
             "imgsz": imgsz,
             "seed": seed,
+            "split_by": split_by,
             "batch": batch,
             "device": device,
             "cutouts": dataset["cutouts"]["dir"],

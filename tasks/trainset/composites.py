@@ -87,8 +87,10 @@ from celmask.tasks.synth.seeding import child_rng
 from celmask.tasks.synth.sprites import draw_character
 from celmask.tasks.synth.timeline import layers_at, plan_episode
 from celmask.tasks.trainset.realart import (
+    SPLIT_SHARES,
     Background,
     Cutout,
+    by_pose,
     by_split,
     load_backgrounds,
     load_cutouts,
@@ -101,6 +103,9 @@ MIX = {"one": 0.40, "multi": 0.35, "empty": 0.0, "episode": 0.25}
 """Share of each kind of image in the train and val splits without real backgrounds."""
 KINDS = tuple(MIX)
 SPLITS = ("train", "val", "test")
+SPLIT_BY = ("character", "pose")
+"""How real cut-outs are split: by character (does it find characters it never saw?) or
+by pose (a studio's own cast: does it find its characters in poses it never saw?)."""
 SPLIT_SEED_BASE = {"train": 100_000_000, "val": 200_000_000, "test": 300_000_000}
 MAX_SEED = 99_999
 """``seed`` may be 0..MAX_SEED, so the splits of all seeds stay in disjoint ranges."""
@@ -845,14 +850,18 @@ def build_dataset(
     quality: int = JPEG_QUALITY,
     label_maps: bool = False,
     on_image: Callable[[str, str, Composite], None] | None = None,
+    split_by: str = "character",
 ) -> Path:
     """Write a YOLO-seg dataset under ``root``; return its ``data.yaml`` (written last).
 
     ``cutouts`` / ``backgrounds``: directories of real art (:func:`resolve_art`; None:
     the shared ones when present), split by character and by set between train, val and
     test (:func:`celmask.tasks.trainset.realart.by_split`), so no split sees another's characters.
-    ``test_images`` > 0 adds a ``test`` split: composites of the held-out characters
-    (when there are cut-outs) and frames of yet other episodes. Beside ``data.yaml``,
+    ``split_by="pose"`` splits the cut-outs by pose instead (a studio's own cast, every
+    character trained on: :func:`celmask.tasks.trainset.realart.by_pose`; without a test
+    split, val gets the held-out poses). ``test_images`` > 0 adds a ``test`` split:
+    composites of the held-out characters or poses (when there are cut-outs) and frames
+    of yet other episodes. Beside ``data.yaml``,
     ``data-<split>-<group>.yaml`` score one :func:`subset_of` group each.
     ``on_image(split, stem, picture)`` is called after each image is written.
     """
@@ -861,6 +870,8 @@ def build_dataset(
             "images", f"need >= 1 train and val images, got train={train_images}, val={val_images}, test={test_images}"
         )
     split_seed("train", seed)  # validates the seed
+    if split_by not in SPLIT_BY:
+        raise CelmaskError("split_by", f"must be one of {', '.join(SPLIT_BY)}, got {split_by!r}")
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     (root / "data.yaml").unlink(missing_ok=True)
@@ -868,12 +879,17 @@ def build_dataset(
     bg_dir = resolve_art(backgrounds, DEFAULT_BACKGROUNDS)
     loaded = load_cutouts(cut_dir)
     sets = load_backgrounds(bg_dir)
-    cut_split = by_split(loaded, lambda c: c.character, seed)
+    if split_by == "pose":
+        shares = SPLIT_SHARES if test_images else {"train": SPLIT_SHARES["train"], "val": SPLIT_SHARES["val"]}
+        cut_split = by_pose(loaded, seed, shares)
+    else:
+        cut_split = by_split(loaded, lambda c: c.character, seed)
     bg_split = by_split(sets, lambda b: b.group, seed)
     counts = {"train": train_images, "val": val_images, "test": test_images}
     summary: dict = {
         "version": 1,
         "seed": seed,
+        "split_by": split_by,
         "size": list(size),
         "jpeg_quality": quality,
         "mix": dict(default_mix(Art(backgrounds=tuple(sets))) if mix is None else mix),

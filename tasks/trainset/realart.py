@@ -17,6 +17,11 @@ another's of the same source is that one in another outfit (``emicas``, ``emiwhe
 are ``emi``). Backgrounds split by their name's first word (``emi_kitchen`` and
 ``emi_dining`` are one house).
 
+A studio fine-tuning on its own cast wants every character trained on, so its cut-outs
+may instead be split by **pose** (:func:`by_pose`): a pose is one body drawing, found
+from the alpha alone (:func:`group_poses`: the same silhouette with another face or
+blush is the same pose), and each character's poses are shared out between the splits.
+
 Every file is checked once, when loaded: a "cut-out" without alpha, one that is fully
 opaque, an unreadable image, one too small to use, or a folder without images is a
 one-line :class:`~celmask.tasks.core.errors.CelmaskError` naming the file.
@@ -50,6 +55,13 @@ height: Waifu Labs images carry an opaque logo in the bottom-left corner of thei
 alpha (the bust is just cut a little higher)."""
 SPLIT_SHARES = {"train": 0.7, "val": 0.12, "test": 0.18}
 """Share of the split units (characters, background groups) of each split."""
+SAME_POSE_IOU = 0.9
+"""Two cut-outs of a character are one pose when their alpha masks, each scaled to its
+box, overlap at least this much and their boxes' aspect ratios differ by under
+:data:`SAME_POSE_ASPECT`: expressions, blushes and tears change little of a silhouette."""
+SAME_POSE_ASPECT = 0.05
+POSE_GRID = (48, 96)
+"""(width, height) the masks are scaled to for the comparison."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,8 @@ class Cutout:
     sha256: str
     source: str = "cutouts"
     character: str = ""
+    pose: int = 0
+    """Which of its character's body drawings this is (:func:`group_poses`)."""
 
 
 @dataclass(frozen=True)
@@ -144,14 +158,40 @@ def read_cutout(path: Path, source: str) -> Cutout:
     return Cutout(path.name, rgba, hashlib.sha256(data).hexdigest(), source, character_of(path.name, source))
 
 
+def group_poses(cutouts: list[Cutout]) -> list[int]:
+    """The pose number of each cut-out within its character: 0, 1, ... in the order each
+    pose first appears. A cut-out joins the first pose of its character whose first
+    cut-out has nearly its aspect ratio and silhouette (:data:`SAME_POSE_IOU`)."""
+    firsts: dict[str, list[tuple[float, np.ndarray]]] = {}
+    out = []
+    for c in cutouts:
+        h, w = c.rgba.shape[:2]
+        aspect = w / h
+        mask = cv2.resize((c.rgba[..., 3] >= 128).astype(np.uint8), POSE_GRID, interpolation=cv2.INTER_AREA) > 0
+        seen = firsts.setdefault(c.character, [])
+        for k, (a, m) in enumerate(seen):
+            if (
+                abs(a - aspect) < SAME_POSE_ASPECT * max(a, aspect)
+                and (m & mask).sum() >= SAME_POSE_IOU * (m | mask).sum()
+            ):
+                out.append(k)
+                break
+        else:
+            out.append(len(seen))
+            seen.append((aspect, mask))
+    return out
+
+
 def load_cutouts(directory: str | Path | None) -> list[Cutout]:
     """Every cut-out under ``directory`` (sorted by source, then name), its character's
-    outfits merged (:func:`merge_outfits`); [] for None."""
+    outfits merged (:func:`merge_outfits`) and its poses numbered (:func:`group_poses`);
+    [] for None."""
     if directory is None:
         return []
     found = [read_cutout(p, source) for source, p in _images(Path(directory), CUTOUT_SUFFIXES, "cut-out")]
     merged = merge_outfits([c.character for c in found])
-    return [replace(c, character=merged[c.character]) for c in found]
+    found = [replace(c, character=merged[c.character]) for c in found]
+    return [replace(c, pose=k) for c, k in zip(found, group_poses(found), strict=True)]
 
 
 def load_backgrounds(directory: str | Path | None) -> list[Background]:
@@ -215,4 +255,25 @@ def by_split(items: list, key: Callable[[Any], str], seed: int) -> dict[str, lis
     out: dict[str, list] = {k: [] for k in SPLIT_SHARES}
     for x in items:
         out[assignment[key(x)]].append(x)
+    return out
+
+
+def by_pose(cutouts: list[Cutout], seed: int, shares: dict[str, float] | None = None) -> dict[str, list[Cutout]]:
+    """``cutouts`` grouped by split with every character's poses shared out between the
+    splits of ``shares`` (default :data:`SPLIT_SHARES`; :func:`split_units` per
+    character), so every character is trained on and val and test hold poses training
+    never showed. A character of one pose is all train, one of two poses gives its
+    second to val."""
+    shares = SPLIT_SHARES if shares is None else shares
+    out: dict[str, list[Cutout]] = {k: [] for k in SPLIT_SHARES}
+    characters = sorted({c.character for c in cutouts})
+    for i, character in enumerate(characters):
+        mine = [c for c in cutouts if c.character == character]
+        poses = sorted({c.pose for c in mine})
+        if len(poses) >= 3:
+            assignment = split_units([str(p) for p in poses], seed + i, shares)
+        else:
+            assignment = dict(zip([str(p) for p in poses], ("train", "val"), strict=False))
+        for c in mine:
+            out[assignment[str(c.pose)]].append(c)
     return out

@@ -126,6 +126,76 @@ def _digest(root: Path) -> str:
     return h.hexdigest()
 
 
+def _posed(pose: int, face: int) -> np.ndarray:
+    """A figure whose silhouette is its pose (arms, legs, width) and whose face colour is
+    its expression: the same pose with another face must group with it."""
+    img = np.zeros((240, 240, 4), np.uint8)
+    w, half = img.shape[1], 30 + 12 * pose  # a wider stance each pose
+    cv2.ellipse(img, (w // 2, 40), (28, 32), 0, 0, 360, (200, 180, 40 * face, 255), -1)
+    cv2.rectangle(img, (w // 2 - half, 72), (w // 2 + half, 239), (90, 60, 200, 255), -1)
+    if pose % 2:  # an arm held out
+        cv2.rectangle(img, (0, 90 + 10 * pose), (w // 2, 110 + 10 * pose), (90, 60, 200, 255), -1)
+    return img
+
+
+def _cast(root: Path, poses: dict[str, int], faces: int = 2) -> Path:
+    """A studio's cast: one folder per character, ``poses[name]`` poses x ``faces`` expressions."""
+    for name, n in poses.items():
+        (root / name).mkdir(parents=True)
+        for pose in range(n):
+            for face in range(faces):
+                cv2.imwrite(str(root / name / f"{name}_{pose}_{face}.png"), _posed(pose, face))
+    return root
+
+
+def test_poses_come_from_the_silhouette_not_the_face(tmp_path):
+    loaded = ra.load_cutouts(_cast(tmp_path / "cast", {"ann": 4, "bo": 1}, faces=3))
+    for c in loaded:
+        stem = Path(c.name).stem
+        assert c.character == stem.split("_")[0]  # the folder names the character
+        assert c.pose == int(stem.split("_")[1])  # 3 faces of one pose: one pose; poses in order of first sight
+    assert {c.pose for c in loaded if c.character == "bo"} == {0}
+
+
+def test_a_split_by_pose_trains_every_character_and_never_shares_a_pose(tmp_path):
+    cast = _cast(tmp_path / "cast", {"ann": 5, "bo": 3, "cy": 2, "dee": 1})
+    loaded = ra.load_cutouts(cast)
+    split = ra.by_pose(loaded, seed=0)
+    owners: dict[tuple[str, int], set[str]] = {}
+    for name, items in split.items():
+        for c in items:
+            owners.setdefault((c.character, c.pose), set()).add(name)
+    assert all(len(v) == 1 for v in owners.values()), owners  # a pose's faces stay together
+    assert {c.character for c in split["train"]} == {"ann", "bo", "cy", "dee"}  # every character trained on
+    assert {c.character for c in split["test"]} == {"ann", "bo"}  # three poses or more: one held out for test
+    assert {c.character for c in split["val"]} == {"ann", "bo", "cy"}  # two poses: the second is val
+    assert sum(map(len, split.values())) == len(loaded)
+    again = ra.by_pose(ra.load_cutouts(cast), seed=0)
+    assert {k: [c.name for c in v] for k, v in split.items()} == {k: [c.name for c in v] for k, v in again.items()}
+    no_test = ra.by_pose(loaded, seed=0, shares={"train": 0.7, "val": 0.12})
+    assert not no_test["test"] and {c.character for c in no_test["val"]} == {"ann", "bo", "cy"}
+
+
+def test_a_dataset_split_by_pose_has_the_cast_in_every_split(tmp_path):
+    cast = _cast(tmp_path / "cast", {"ann": 4, "bo": 3})
+    _, sets = _art(tmp_path)
+    args = dict(train_images=8, val_images=4, test_images=4, seed=1, cutouts=cast, backgrounds=sets, split_by="pose")
+    root = cp.build_dataset(tmp_path / "a", **args).parent
+    summary = json.loads((root / "dataset.json").read_text())
+    assert summary["split_by"] == "pose"
+    assert all(summary["splits"][k]["characters"] == ["ann", "bo"] for k in ("train", "val", "test"))
+    pose_of = {c.name: (c.character, c.pose) for c in ra.load_cutouts(cast)}
+    seen = {}
+    for split in ("train", "val", "test"):
+        for r in (json.loads(x) for x in (root / f"{split}.jsonl").read_text().splitlines()):
+            for fg in r.get("foregrounds", []):
+                if fg.startswith("cutout:"):
+                    seen.setdefault(pose_of[fg.split("/", 1)[1]], set()).add(split)
+    assert seen and all(len(v) == 1 for v in seen.values()), seen  # no pose in two splits
+    with pytest.raises(CelmaskError, match="split_by: must be one of character, pose"):
+        cp.build_dataset(tmp_path / "b", **{**args, "split_by": "file"})
+
+
 def test_dataset_with_real_art_keeps_test_characters_out_of_training(tmp_path):
     cuts, sets = _art(tmp_path)
     args = dict(train_images=14, val_images=5, test_images=6, seed=3, cutouts=cuts, backgrounds=sets)
@@ -181,4 +251,9 @@ def test_the_shared_real_art_loads_and_splits_by_character(shared_dir):
     split = ra.by_split(loaded, lambda c: c.character, seed=0)
     chars = {k: {c.character for c in v} for k, v in split.items()}
     assert not (chars["train"] & chars["test"]) and not (chars["train"] & chars["val"])
+    poses = {
+        name: len({c.pose for c in loaded if c.character == f"katawa-shoujo/{name}"})
+        for name in ("emi", "lilly", "yuuko")
+    }
+    assert poses == {"emi": 6, "lilly": 4, "yuuko": 3}  # basic / excited / sad, casual, casual up, wheelchair; ...
     assert len(ra.load_backgrounds(sets)) == 131
