@@ -23,6 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
+from celmask.models.device import auto_device
 from celmask.models.weights import model_id
 from celmask.tasks.core.errors import CelmaskError, TransientError, first_line, is_out_of_memory
 from celmask.tasks.core.instances import Instances
@@ -36,17 +37,6 @@ class Detector(Protocol):
     def detect(self, frames: Sequence[Frame]) -> list[Instances]:
         """One Instances per frame, in order, masks at the frame's resolution."""
         ...
-
-
-def auto_device() -> str:
-    """cuda if present, else Apple's mps, else cpu."""
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda:0"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from celmask.models.detectors.yolo import auto_device
+from celmask.models.device import auto_device
 from celmask.models.propagators.base import Guide
 from celmask.models.propagators.optical_flow import check_inputs
 from celmask.models.weights import SAM2_WEIGHTS, model_id, resolve_weights, split_pin

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, ClassVar
 import cv2
 import numpy as np
 
-from celmask.models.detectors.yolo import auto_device
+from celmask.models.device import auto_device
 from celmask.models.weights import SAM_WEIGHTS, model_id, resolve_weights, weights_id
 from celmask.tasks.core.errors import CelmaskError, first_line
 from celmask.tasks.core.instances import Instances, mask_boxes

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from celmask.models.detectors.yolo import auto_device
+from celmask.models.device import auto_device
 from celmask.tasks.core.atomic import remove_durably, write_atomic
 from celmask.tasks.core.config import apply, config_json
 from celmask.tasks.core.errors import CelmaskError, TransientError
