@@ -1,5 +1,5 @@
 """The learned second opinion: TransNetV2's window grid, the fusion rules, and the
-detector with a stand-in model (no video files); one test loads the real network."""
+detector with a stand-in model (no video files); one test loads the real network, and one watches torch stay unimported when nothing is in doubt."""
 
 from __future__ import annotations
 
@@ -221,3 +221,37 @@ def test_learned_mode_is_checked():
     with pytest.raises(ValueError, match="return_window"):
         ShotConfig(return_window=3)
     assert (H, W) == (90, 160)
+
+
+@pytest.mark.parametrize(
+    "picture, in_doubt",
+    [
+        (
+            "[0:v]trim=duration=2[a];[1:v]trim=duration=2,setpts=PTS-STARTPTS[b];[a][b]concat=n=2:v=1[v]",
+            False,
+        ),  # a clean cut: the rules alone are sure
+        ("[1:v]crop=160:180:160:0[r];[0:v][r]overlay=160:0:enable='gte(t,2)'[v]", True),  # half stays: in doubt
+    ],
+)
+def test_torch_is_not_even_imported_when_nothing_is_in_doubt(tmp_path, picture, in_doubt):
+    """The README's promise for ``shots.learned=auto`` on a CPU, seen in a fresh interpreter."""
+    import json
+    import subprocess
+    import sys
+
+    video = tmp_path / "two.mp4"
+    sources = ["testsrc=size=320x180:rate=24:duration=4", "smptebars=size=320x180:rate=24:duration=4"]
+    inputs = [a for s in sources for a in ("-f", "lavfi", "-i", s)]
+    subprocess.run(
+        ["ffmpeg", "-v", "error", *inputs, "-filter_complex", picture, "-map", "[v]", "-t", "4", "-pix_fmt", "yuv420p", str(video)],
+        check=True,
+    )  # fmt: skip
+    code = (
+        "import json, sys; from celmask.tasks.shots.detect import detect_shots; r = detect_shots(sys.argv[1]); "
+        "print(json.dumps({'cuts': [s.start for s in r.shots][1:], 'windows': r.learned['windows'], 'torch': 'torch' in sys.modules}))"
+    )
+    seen = json.loads(
+        subprocess.run([sys.executable, "-c", code, str(video)], capture_output=True, text=True, check=True).stdout
+    )
+    assert seen["cuts"] == [48]
+    assert seen["torch"] is in_doubt and (seen["windows"] > 0) is in_doubt
