@@ -198,3 +198,23 @@ def test_export_command(episode, tmp_path, capsys):
         assert err.startswith(f"celmask: error: {message}") and err.count("\n") == 1, err
     assert celmask(["export", str(tmp_path / "nowhere"), "--format", "png"]) == 2
     assert "nowhere: no such directory" in capsys.readouterr().err
+
+
+def test_export_reads_the_video_the_episodes_run_recorded(finished, tmp_path, capsys):
+    """The README: the video defaults to the one the episode's run recorded (cut-outs
+    need its pixels); once that file has changed, the export asks for --video instead."""
+    out = str(finished.out)
+    assert celmask(["export", out, "--format", "cutouts", "--to", str(tmp_path / "a")]) == 0, capsys.readouterr().err
+    cutouts = sorted((tmp_path / "a" / "ep" / "cutouts").rglob("*.png"))
+    assert cutouts and all(Image.open(p).mode == "RGBA" for p in cutouts[:3])
+    moved = tmp_path / "src"
+    moved.mkdir()
+    copy = moved / finished.video.name
+    copy.write_bytes(finished.video.read_bytes())
+    finished.video.rename(tmp_path / "away.mp4")  # the recorded file is gone
+    try:
+        assert celmask(["export", out, "--format", "cutouts", "--to", str(tmp_path / "b")]) == 2
+        assert "--video: --format cutouts needs the source video's pixels" in capsys.readouterr().err
+        assert celmask(["export", out, "--format", "cutouts", "--to", str(tmp_path / "b"), "--video", str(copy)]) == 0
+    finally:
+        (tmp_path / "away.mp4").rename(finished.video)
