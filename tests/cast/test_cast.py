@@ -23,6 +23,7 @@ from celmask.tasks.manifest.validate import validate
 from celmask.tasks.manifest.write import write_shot, write_success
 from celmask.tasks.synth import iter_truth_masks, load_truth
 from celmask.tasks.video import iter_frames
+from tests.support.enrolment import cast_folder
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.mask")
 
@@ -227,15 +228,7 @@ def test_finalize_with_cast_names_the_characters(finished, tmp_path):
 
     out = shutil.copytree(finished.out, tmp_path / "out")
     episode = out / "ep"
-    truth_dir = finished.video.parent
-    shot = max(load_truth(truth_dir).shots, key=lambda s: len(s.tracks))
-    frame = (shot.start + shot.end) // 2
-    image = next(iter_frames(finished.video, start=frame, end=frame + 1)).image
-    _, ids, masks = next(iter_truth_masks(truth_dir, frame, frame + 1))
-    for t, mask in zip(ids.tolist(), masks):
-        folder = tmp_path / "cast" / f"c{next(x.character_id for x in shot.tracks if x.track_id == t)}"
-        folder.mkdir(parents=True)
-        Image.fromarray(np.dstack([image, mask.astype(np.uint8) * 255])).save(folder / "ref.png")
+    cast_folder(finished.video.parent, finished.video, tmp_path / "cast")
     assert celmask(["finalize", str(episode), "--cast", str(tmp_path / "cast")]) == 0
     names = {t.character for t in read_tracks(episode)} - {None}
     assert names and names <= {p.name for p in (tmp_path / "cast").iterdir()}

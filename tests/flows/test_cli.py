@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from celmask.tasks.manifest.cast import read_tracks
 from celmask.tasks.manifest.schema import read_shot_meta
+from tests.support.enrolment import cast_folder
 
 CELMASK = str(Path(sys.executable).with_name("celmask"))
 
@@ -168,11 +170,16 @@ def test_a_bad_shot_setting_stops_run_before_any_work(episode, tmp_path):
 
 @pytest.mark.slow
 def test_run_takes_shot_settings_and_records_them(episode, tmp_path):
-    """``--set shots.*`` reaches shot detection (plan and _SUCCESS.json say so) and not the segmentation config."""
+    """``--set shots.*`` reaches shot detection (plan and _SUCCESS.json say so) and not the
+    segmentation config; ``--cast`` names the characters and is kept for later finishes."""
     out = tmp_path / "out"
+    cast = cast_folder(episode, episode / "episode.mp4", tmp_path / "cast")
     args = ("--set", "shots.learned=never", "--set", "shots.min_shot_frames=12", "--set", "work_size=320")
-    done = celmask("run", episode / "episode.mp4", "--out", out, *args, "--no-progress")
+    done = celmask("run", episode / "episode.mp4", "--out", out, *args, "--cast", cast, "--no-progress")
     assert done.returncode == 0, done.stderr[-2000:]
+    names = {t.character for t in read_tracks(out / "episode")} - {None}
+    assert names and names <= {p.name for p in cast.iterdir()}
+    assert (out / "episode" / "_run" / "enrolment.json").is_file()
     plan = json.loads((out / "episode" / "_run" / "plan.json").read_text())
     assert plan["shot_config"]["learned"] == "never" and plan["shot_config"]["min_shot_frames"] == 12
     assert plan["shot_learned"] == {}
