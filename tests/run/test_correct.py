@@ -21,6 +21,8 @@ from celmask.tasks.manifest.layout import base_shot_path, shot_path, success_pat
 from celmask.tasks.manifest.schema import iter_masks
 from celmask.tasks.manifest.validate import validate
 from celmask.tasks.outputs.exports import export_episode
+from celmask.tasks.outputs.report import write_report
+from celmask.tasks.run.finish import finish_episode
 from celmask.tasks.run.plan import load_plan
 from celmask.tasks.run.shot import run_shot
 from celmask.tasks.synth import iter_truth_masks
@@ -120,6 +122,9 @@ def test_stored_corrections_are_in_the_cache_key_and_stale_ones_are_reported(fin
     record = applied(shot_path(episode, SHOT))
     assert record["stale"] == [{"file": "track_0007_frame_000020.json", "why": "the shot has no track 7 any more"}]
     assert record["applied"] == ["track_0000_frame_000020.json"]
+    assert finish_episode(episode, plan).success is not None
+    page = Path(write_report(episode, plan.video)).read_text()  # the report lists it too (README)
+    assert "correction track_0007_frame_000020.json no longer applies: the shot has no track 7 any more" in page
 
     # A changed setting recomputes the shot and applies the correction to the new result.
     settings = {**finished.settings, "propagation.extend": 2}
