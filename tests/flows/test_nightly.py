@@ -165,7 +165,7 @@ def test_nightly_completes_the_good_episode_fails_the_corrupt_one_and_skips_done
     inbox.mkdir()
     shutil.copy(tmp_path / "gen" / "episode.mp4", inbox / "ep01.mp4")
     write(inbox / "bad.mp4", os.urandom(40_000))
-    config = {"work_size": 320}
+    config = {"work_size": 320, "shots.learned": "never"}  # shots.* reach each episode's shot detection
 
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         state = nightly_flow(str(inbox), str(out), config, workers=1, return_state=True)
@@ -175,6 +175,7 @@ def test_nightly_completes_the_good_episode_fails_the_corrupt_one_and_skips_done
     success = out / "ep01" / SUCCESS_NAME
     assert json.loads(success.read_text())["video_fingerprint"] == fingerprint(inbox / "ep01.mp4")
     assert not (out / "bad" / SUCCESS_NAME).exists()
+    assert json.loads((out / "ep01" / "_run" / "plan.json").read_text())["shot_config"]["learned"] == "never"
     rows = {r["episode"]: r for r in table_artifact("nightly-inbox")}
     assert (rows["ep01"]["status"], rows["bad"]["status"]) == ("complete", "failed")
     assert "not a video" in rows["bad"]["error"]
@@ -185,7 +186,20 @@ def test_nightly_completes_the_good_episode_fails_the_corrupt_one_and_skips_done
     levels = [(h, h.level) for h in logging.getLogger().handlers]
     mtime = success.stat().st_mtime_ns
     try:
-        code = main(["nightly", str(inbox), "--out", str(out), "--set", "work_size=320", "--workers", "1"])
+        code = main(
+            [
+                "nightly",
+                str(inbox),
+                "--out",
+                str(out),
+                "--set",
+                "work_size=320",
+                "--set",
+                "shots.learned=never",
+                "--workers",
+                "1",
+            ]
+        )
     finally:
         for handler, level in levels:
             handler.setLevel(level)
