@@ -320,11 +320,11 @@ def cast_shot(args: argparse.Namespace) -> None:
     from celmask.tasks.segment.shot import segment_shot
     from celmask.tasks.synth.render import episode_frames, write_episode
     from celmask.tasks.synth.suite import DEFAULT_FPS
-    from celmask.tasks.synth.timeline import plan_episode
+    from celmask.tasks.synth.timeline import plan_timeline
 
     frames = episode_frames(20.0, DEFAULT_FPS)
     for seed in range(1000):
-        plan = plan_episode(seed, frame_count=frames, width=640, height=360, fps=DEFAULT_FPS)
+        plan = plan_timeline(seed, frame_count=frames, width=640, height=360, fps=DEFAULT_FPS)
         busy = [
             s for s in plan.shots if len(s.characters) == 4 and s.content_end - s.content_start >= 72 and not s.flashes
         ]

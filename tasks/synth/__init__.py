@@ -32,7 +32,7 @@ written last, ``truth.json`` (shots, transitions, flashes, holds); see
 
 from celmask.tasks.core.rle import decode_mask
 from celmask.tasks.synth.render import RenderedFrame, background_plate, generate_episode, render_frames
-from celmask.tasks.synth.timeline import EpisodePlan, plan_episode
+from celmask.tasks.synth.timeline import EpisodePlan, plan_timeline
 from celmask.tasks.synth.truth import (
     EpisodeTruthFlash,
     EpisodeTruthShot,
@@ -54,6 +54,6 @@ __all__ = [
     "generate_episode",
     "iter_truth_masks",
     "load_truth",
-    "plan_episode",
+    "plan_timeline",
     "render_frames",
 ]

@@ -1,6 +1,6 @@
 """Editing that fools shot detectors: the hard cases of the shot benchmark.
 
-Planned only when asked for (``plan_episode(..., hard_cases=True)``), from random
+Planned only when asked for (``plan_timeline(..., hard_cases=True)``), from random
 streams of their own, so that the default episodes of every seed stay as they were:
 
 - **cut-ins and cut-outs** (cuts): the next shot shows the same set, characters and

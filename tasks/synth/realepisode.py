@@ -3,7 +3,7 @@
 ``celmask synth OUT --art DIR``, where DIR holds ``cutouts/`` and ``backgrounds/`` as
 ../shared/realart does (:mod:`celmask.tasks.trainset.realart` reads and checks them).
 The generated episode of the same seed is the skeleton
-(:func:`~celmask.tasks.synth.timeline.plan_episode`): shot lengths, scenes, cuts, fades
+(:func:`~celmask.tasks.synth.timeline.plan_timeline`): shot lengths, scenes, cuts, fades
 and dissolves, timing on 2s/3s with held stills, the camera (static, pan, push or pull,
 on 1s or with the drawings, shakes), flashes, subtitles, each shot's kind (empty, wide,
 full, medium, close-up) and cast. Real art replaces what is drawn:
@@ -53,7 +53,7 @@ from celmask.tasks.synth.render import episode_frames, write_episode
 from celmask.tasks.synth.seeding import child_rng
 from celmask.tasks.synth.sprites import Sprite
 from celmask.tasks.synth.staging import CharacterPlan, ease, effective_time
-from celmask.tasks.synth.timeline import EpisodePlan, ShotPlan, plan_episode
+from celmask.tasks.synth.timeline import EpisodePlan, ShotPlan, plan_timeline
 from celmask.tasks.synth.truth import Truth
 from celmask.tasks.trainset.realart import (
     SPLIT_SHARES,
@@ -350,7 +350,7 @@ def plan_art_episode(
     """The plan (generated skeleton, real acting; no generated cast or sets) and the art it is drawn with."""
     if not cutouts or not backgrounds:
         raise CelmaskError("art", "a real-art episode needs cut-outs and backgrounds", ART_FIX)
-    skeleton = plan_episode(seed, frame_count=frame_count, width=width, height=height, fps=fps)
+    skeleton = plan_timeline(seed, frame_count=frame_count, width=width, height=height, fps=fps)
     picked = cast_looks(child_rng(seed, "realart-cast"), looks(cutouts), len(skeleton.cast))
     member = [i % len(picked) for i in range(len(skeleton.cast))]  # few looks: members share them
     rng = child_rng(seed, "realart-sets")

@@ -36,7 +36,7 @@ from celmask.tasks.synth.backgrounds import camera_matrix, paint_set
 from celmask.tasks.synth.edits import cover
 from celmask.tasks.synth.sprites import Sprite, draw_character, paste_sprite
 from celmask.tasks.synth.staging import CharacterPlan
-from celmask.tasks.synth.timeline import EpisodePlan, ShotPlan, layers_at, plan_episode
+from celmask.tasks.synth.timeline import EpisodePlan, ShotPlan, layers_at, plan_timeline
 from celmask.tasks.synth.truth import (
     MASKS_NAME,
     MIN_VISIBLE_PIXELS,
@@ -318,7 +318,7 @@ def generate_episode(
     """
     fps = Fraction(fps)
     frame_count = episode_frames(duration, fps)
-    plan = plan_episode(seed, frame_count=frame_count, width=width, height=height, fps=fps, hard_cases=hard_cases)
+    plan = plan_timeline(seed, frame_count=frame_count, width=width, height=height, fps=fps, hard_cases=hard_cases)
     return write_episode(out_dir, plan)
 
 

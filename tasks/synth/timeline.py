@@ -1,6 +1,6 @@
 """The plan of a synthetic episode: shots, transitions, drawings, camera, characters.
 
-:func:`plan_episode` turns a seed into plain frozen dataclasses that say, for every
+:func:`plan_timeline` turns a seed into plain frozen dataclasses that say, for every
 frame, what is on screen: which shot(s), which drawing, where the camera looks,
 where each character stands and in which pose, which flash and which subtitle.
 Rendering (:mod:`celmask.tasks.synth.render`) only executes this plan, so the plan is also
@@ -223,7 +223,7 @@ class _Spec:
     edit: str = ""
 
 
-def plan_episode(
+def plan_timeline(
     seed: int, *, frame_count: int, width: int, height: int, fps: Fraction, hard_cases: bool = False
 ) -> EpisodePlan:
     """The whole plan of an episode, deterministic in the arguments. ``hard_cases`` adds

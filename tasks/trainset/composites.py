@@ -85,7 +85,7 @@ from celmask.tasks.synth.characters import (
 from celmask.tasks.synth.render import render_frames
 from celmask.tasks.synth.seeding import child_rng
 from celmask.tasks.synth.sprites import draw_character
-from celmask.tasks.synth.timeline import layers_at, plan_episode
+from celmask.tasks.synth.timeline import layers_at, plan_timeline
 from celmask.tasks.trainset.realart import (
     SPLIT_SHARES,
     Background,
@@ -552,7 +552,7 @@ def episode_frames(first_seed: int, count: int, size: tuple[int, int] = IMAGE_SI
             return
         seed = first_seed + j
         n_frames = round(Fraction(EPISODE_SECONDS) * EPISODE_FPS)
-        plan = plan_episode(seed, frame_count=n_frames, width=W, height=H, fps=EPISODE_FPS)
+        plan = plan_timeline(seed, frame_count=n_frames, width=W, height=H, fps=EPISODE_FPS)
         rng = child_rng(seed, "detector-frames")
         wanted = _wanted_frames(rng, plan, FRAMES_PER_EPISODE)
         last = max(wanted)

@@ -10,7 +10,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from celmask.tasks.synth import plan_episode, render_frames
+from celmask.tasks.synth import plan_timeline, render_frames
 from celmask.tasks.synth.edits import MARGIN, cover
 from celmask.tasks.synth.timeline import EpisodePlan
 from celmask.tasks.synth.truth import Truth, truth_from_dict
@@ -20,7 +20,7 @@ SEEDS = range(1, 7)
 
 
 def plan(seed: int, hard: bool, frames: int = 1439) -> EpisodePlan:
-    return plan_episode(seed, frame_count=frames, width=640, height=360, fps=FPS, hard_cases=hard)
+    return plan_timeline(seed, frame_count=frames, width=640, height=360, fps=FPS, hard_cases=hard)
 
 
 @pytest.fixture(scope="module")

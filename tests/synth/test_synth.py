@@ -4,7 +4,7 @@ The main fixture renders seed 144 for 20 s (480 frames); that seed was picked be
 its plan has a dissolve, a fade, white and black flashes, subtitles, a close-up, an
 empty shot, several characters, characters entering or leaving, and a held still. If a generator change moves those
 features, ``test_fixture_covers_the_features`` says so: pick a new seed with
-``plan_episode`` (cheap, no rendering).
+``plan_timeline`` (cheap, no rendering).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from celmask.tasks.synth import (
     generate_episode,
     iter_truth_masks,
     load_truth,
-    plan_episode,
+    plan_timeline,
     render_frames,
 )
 from celmask.tasks.synth.characters import Pose, random_design
@@ -89,7 +89,7 @@ def episode_again(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def plan():
-    return plan_episode(SEED, frame_count=int(round(Fraction(DURATION) * FPS)), width=W, height=H, fps=FPS)
+    return plan_timeline(SEED, frame_count=int(round(Fraction(DURATION) * FPS)), width=W, height=H, fps=FPS)
 
 
 @pytest.fixture(scope="module")
@@ -125,10 +125,10 @@ def test_other_seed_differs(tmp_path: Path, episode: Path, video: np.ndarray) ->
 
 
 def test_plan_is_deterministic() -> None:
-    a = plan_episode(5, frame_count=300, width=W, height=H, fps=FPS)
-    b = plan_episode(5, frame_count=300, width=W, height=H, fps=FPS)
+    a = plan_timeline(5, frame_count=300, width=W, height=H, fps=FPS)
+    b = plan_timeline(5, frame_count=300, width=W, height=H, fps=FPS)
     assert a == b
-    assert a != plan_episode(6, frame_count=300, width=W, height=H, fps=FPS)
+    assert a != plan_timeline(6, frame_count=300, width=W, height=H, fps=FPS)
 
 
 # --------------------------------------------------------------------------- truth
@@ -170,7 +170,7 @@ def test_truth_round_trips_and_tiles(episode: Path) -> None:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_plan_rules(seed: int) -> None:
-    plan = plan_episode(seed, frame_count=1439, width=W, height=H, fps=FPS)
+    plan = plan_timeline(seed, frame_count=1439, width=W, height=H, fps=FPS)
     shots = plan.shots
     assert shots[0].start == 0 and shots[-1].end == 1439
     for k, s in enumerate(shots):
@@ -204,7 +204,7 @@ def test_episodes_vary_over_seeds() -> None:
     kinds, timings, shot_kinds, flashes = set(), set(), set(), set()
     same_set = same_cast = 0
     for seed in range(4):
-        plan = plan_episode(seed, frame_count=1439, width=W, height=H, fps=FPS)
+        plan = plan_timeline(seed, frame_count=1439, width=W, height=H, fps=FPS)
         for a, b in zip(plan.shots, plan.shots[1:]):
             same_set += a.set_id == b.set_id
             same_cast += bool({c.character_id for c in a.characters} & {c.character_id for c in b.characters})

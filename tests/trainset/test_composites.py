@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from celmask.tasks.core.errors import CelmaskError
-from celmask.tasks.synth import plan_episode, render_frames
+from celmask.tasks.synth import plan_timeline, render_frames
 from celmask.tasks.trainset import composites as cp
 
 W, H = cp.IMAGE_SIZE
@@ -144,7 +144,7 @@ def test_episode_frames_skip_holds_flashes_and_blends():
     taken = [c.info["frame"] for c in frames]
     assert len(set(taken)) == 6 and all(c.info["episode_seed"] == seed for c in frames)
     n = round(Fraction(cp.EPISODE_SECONDS) * cp.EPISODE_FPS)
-    plan = plan_episode(seed, frame_count=n, width=W, height=H, fps=cp.EPISODE_FPS)
+    plan = plan_timeline(seed, frame_count=n, width=W, height=H, fps=cp.EPISODE_FPS)
     by_index = {c.info["frame"]: c for c in frames}
     for fr in render_frames(plan):
         if fr.index in by_index:
