@@ -11,7 +11,6 @@ shot, ``shot_<NNNN>.mp4``, one frame per frame of the shot, at most
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -68,19 +67,28 @@ def _label(image: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int,
     cv2.putText(image, text, (x + 1, y + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, 1, cv2.LINE_AA)
 
 
+def scaled_box(bbox: Sequence[int], source: tuple[int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of ``bbox`` (x, y, w, h in a ``source`` (height, width) frame) in an
+    image of ``size``: at least a pixel, never past the image's edge (a box touching the
+    frame's edge once overshot it by a pixel through float rounding)."""
+    x, y, bw, bh = bbox
+    (sh, sw), (h, w) = source, size
+    x0, y0 = min(w - 1, x * w // sw), min(h - 1, y * h // sh)
+    x1, y1 = min(w, max(x0 + 1, -(-(x + bw) * w // sw))), min(h, max(y0 + 1, -(-(y + bh) * h // sh)))
+    return x0, y0, x1, y1
+
+
 def draw_overlay(image: np.ndarray, shot: ShotRows, rows: Sequence[Row], caption: str = "") -> np.ndarray:
     """A copy of ``image`` (h, w, 3 RGB, any size) with the masks of ``rows`` drawn on
     it, scaled from the video's size, and ``caption`` in the top-left corner."""
     out = image.copy()
     h, w = out.shape[:2]
-    sy, sx = h / shot.size[0], w / shot.size[1]
     scale = max(0.3, h / 900)
     for row in rows:
         x, y, bw, bh = row.bbox
         if bw == 0:
             continue
-        x0, y0 = int(x * sx), int(y * sy)
-        x1, y1 = max(x0 + 1, math.ceil((x + bw) * sx)), max(y0 + 1, math.ceil((y + bh) * sy))
+        x0, y0, x1, y1 = scaled_box(row.bbox, shot.size, (h, w))
         crop = np.ascontiguousarray(shot.mask(row.rle)[y : y + bh, x : x + bw]).view(np.uint8)
         small = cv2.resize(crop, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
         colour = np.array(track_colour(row.track_id), np.float32)

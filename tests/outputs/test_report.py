@@ -254,3 +254,17 @@ def test_report_renders_in_chromium(episode, copy, tmp_path):
         assert (
             image.size == VIEWPORT and len(image.getcolors(1 << 16) or range(1 << 16)) > 100
         )  # a picture, not a blank page
+
+
+def test_a_box_at_the_frames_edge_stays_inside_a_scaled_image():
+    """A Looney Tunes GIF (450x338) once crashed the report: a box touching the bottom
+    edge, scaled to a 108-pixel thumbnail by floats, ended a pixel past the image."""
+    from celmask.tasks.outputs.preview import scaled_box
+
+    for sh, sw in [(338, 450), (360, 640), (1074, 1440), (281, 500), (372, 500)]:
+        for th in range(60, 130):
+            w = round(th * sw / sh)
+            assert scaled_box((0, 0, sw, sh), (sh, sw), (th, w)) == (0, 0, w, th)
+            x0, y0, x1, y1 = scaled_box((sw - 3, sh - 1, 3, 1), (sh, sw), (th, w))  # a corner pixel
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= th
+        assert scaled_box((100, 50, 10, 20), (sh, sw), (sh, sw)) == (100, 50, 110, 70)  # unscaled: unchanged
