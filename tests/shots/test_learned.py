@@ -1,5 +1,6 @@
 """The learned second opinion: TransNetV2's window grid, the fusion rules, and the
-detector with a stand-in model (no video files); one test loads the real network, and one watches torch stay unimported when nothing is in doubt."""
+detector with a stand-in model (no video files); one test loads the real network, and
+one watches torch stay unimported when nothing is in doubt."""
 
 from __future__ import annotations
 
@@ -232,6 +233,7 @@ def test_learned_mode_is_checked():
         ),  # a clean cut: the rules alone are sure
         ("[1:v]crop=160:180:160:0[r];[0:v][r]overlay=160:0:enable='gte(t,2)'[v]", True),  # half stays: in doubt
     ],
+    ids=["clean-cut", "half-the-picture-stays"],
 )
 def test_torch_is_not_even_imported_when_nothing_is_in_doubt(tmp_path, picture, in_doubt):
     """The README's promise for ``shots.learned=auto`` on a CPU, seen in a fresh interpreter."""
