@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 
 from celmask.tasks.core.errors import CelmaskError
+from celmask.tasks.core.masks import mask_iou
 from celmask.tasks.synth.seeding import child_rng
 
 CUTOUT_SUFFIXES = (".png", ".webp")
@@ -172,7 +173,7 @@ def group_poses(cutouts: list[Cutout]) -> list[int]:
         for k, (a, m) in enumerate(seen):
             if (
                 abs(a - aspect) < SAME_POSE_ASPECT * max(a, aspect)
-                and (m & mask).sum() >= SAME_POSE_IOU * (m | mask).sum()
+                and mask_iou(m[None], mask[None])[0, 0] >= SAME_POSE_IOU
             ):
                 out.append(k)
                 break
