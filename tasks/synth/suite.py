@@ -5,7 +5,7 @@ generator writes it last), so a directory left by an interrupted run is simply
 generated again. A real-art episode (``art``) is reused only when its ``art.json``
 names the same art folder and split. Processes that ask for the same directory at once
 (tests run side by side, two benchmarks) take turns on a lock beside it
-(:func:`episode_lock`): the first generates, the others then reuse its episode.
+(:func:`generation_lock`): the first generates, the others then reuse its episode.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def ensure_episode(
         raise ValueError("hard_cases are planned for generated episodes only, not with art")
     out = Path(out_dir)
     source = None if art is None else art_source(art, art_split, split_seed)
-    with episode_lock(out):
+    with generation_lock(out):
         if (out / TRUTH_NAME).is_file():
             truth = load_truth(out)
             recorded = json.loads((out / ART_NAME).read_text())["source"] if (out / ART_NAME).is_file() else None
@@ -75,15 +75,14 @@ def ensure_episode(
 
 
 @contextmanager
-def episode_lock(out_dir: Path) -> Iterator[None]:
-    """Hold ``.<name>.lock`` beside ``out_dir`` (waiting for whoever holds it)."""
+def generation_lock(out_dir: Path) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside ``out_dir`` (waiting for whoever holds it) until the
+    file closes. Not :func:`celmask.tasks.run.lock.episode_lock`: that one refuses a
+    second command on an episode at once; this one makes the second wait its turn."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with open(out_dir.parent / f".{out_dir.name}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def _matches(truth: Truth, seed: int, duration: float, width: int, height: int, fps: Fraction) -> bool:
