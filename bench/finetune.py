@@ -48,10 +48,10 @@ from celmask.tasks.segment.model_sets import BUILTIN_DETECTOR  # noqa: E402
 from celmask.tasks.synth.seeding import child_rng  # noqa: E402
 from celmask.tasks.synth.suite import ensure_episode  # noqa: E402
 from celmask.tasks.trainset.composites import (  # noqa: E402
-    CLASS_NAMES,
     DEFAULT_BACKGROUNDS,
     DEFAULT_CUTOUTS,
     Art,
+    data_yaml,
     write_split,
 )
 from celmask.tasks.trainset.realart import Background, Cutout, by_split, load_backgrounds, load_cutouts  # noqa: E402
@@ -135,18 +135,9 @@ def eval_set(root: Path, count: int, art: Art, mix: dict[str, float], seed: int)
     """One scoring set: composites written as a YOLO val split; its data yaml."""
     if not (root / "data.yaml").is_file():
         write_split(root, "val", count, seed=seed, art=art, mix=mix)
-        names = [f"  {i}: {n}" for i, n in enumerate(CLASS_NAMES)]
+        images = root / "images" / "val"
         (root / "data.yaml").write_text(
-            "\n".join(
-                [
-                    f"path: {root}",
-                    f"train: {root / 'images' / 'val'}",
-                    f"val: {root / 'images' / 'val'}",
-                    "names:",
-                    *names,
-                ]
-            )
-            + "\n"
+            data_yaml(root, {"train": images, "val": images}, f"bench/finetune.py scoring set {root.name}")
         )
     return root / "data.yaml"
 

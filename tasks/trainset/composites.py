@@ -836,6 +836,15 @@ def write_split(
     }
 
 
+def data_yaml(root: Path, splits: dict[str, Path], comment: str) -> str:
+    """The text of a YOLO ``data.yaml``: ``comment``, the dataset's root, each split's
+    images (a folder, or a file listing them) and the class names."""
+    names = [f"  {i}: {name}" for i, name in enumerate(CLASS_NAMES)]
+    return (
+        "\n".join([f"# {comment}", f"path: {root}", *(f"{k}: {v}" for k, v in splits.items()), "names:", *names]) + "\n"
+    )
+
+
 def build_dataset(
     root: str | Path,
     *,
@@ -925,26 +934,14 @@ def build_dataset(
             on_image=cb,
         )
     (root / "dataset.json").write_text(json.dumps(summary, indent=2) + "\n")
-    lines = [f"# celmask detector dataset (tasks/trainset/composites.py), seed {seed}", f"path: {root}"]
-    for split in SPLITS:
-        if split in summary["splits"]:
-            lines.append(f"{split}: {root / 'images' / split}")
-    lines.append("names:")
-    lines += [f"  {i}: {name}" for i, name in enumerate(CLASS_NAMES)]
-    names = ["names:"] + [f"  {i}: {name}" for i, name in enumerate(CLASS_NAMES)]
     for old in root.glob("data-*.yaml"):
         old.unlink()
     for listing in sorted((root / "subsets").glob("*.txt")):
         if not listing.stem.endswith("-empty"):  # no characters: nothing to score mAP on
-            sub = [
-                f"# {listing.stem} of the dataset in {root}",
-                f"path: {root}",
-                f"train: {listing}",
-                f"val: {listing}",
-                *names,
-            ]
-            (root / f"data-{listing.stem}.yaml").write_text("\n".join(sub) + "\n")
+            text = data_yaml(root, {"train": listing, "val": listing}, f"{listing.stem} of the dataset in {root}")
+            (root / f"data-{listing.stem}.yaml").write_text(text)
+    splits = {split: root / "images" / split for split in SPLITS if split in summary["splits"]}
     tmp = root / ".data.yaml.partial"
-    tmp.write_text("\n".join(lines) + "\n")
+    tmp.write_text(data_yaml(root, splits, f"celmask detector dataset (tasks/trainset/composites.py), seed {seed}"))
     os.replace(tmp, root / "data.yaml")
     return root / "data.yaml"
